@@ -1,0 +1,106 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layering, bottom to top:
+//   CZeroMQ (libzmq via pkg-config) → ZeroMQ (thin wrapper)
+//   ConveyorCore (pure: tasks, priority queue, scheduler; no I/O)
+//   ConveyorProtocol (frame codec for proto/conveyor-protocol.md)
+//   ConveyorJournal (SQLite journal of core events)
+//   ConveyorBroker / ConveyorWorker / ConveyorClient (ZeroMQ adapters)
+//   ConveyorGateway (HTTP/WebSocket over ConveyorClient)
+//   conveyor (the CLI)
+let package = Package(
+    name: "conveyor",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "conveyor", targets: ["conveyor"]),
+        .library(name: "ConveyorWorker", targets: ["ConveyorWorker"]),
+        .library(name: "ConveyorClient", targets: ["ConveyorClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.2.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"]), .brew(["zeromq"])]
+        ),
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        .target(
+            name: "ConveyorCore",
+            dependencies: [
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        .target(name: "ConveyorProtocol", dependencies: ["ConveyorCore"]),
+        .target(
+            name: "ConveyorJournal",
+            dependencies: ["ConveyorCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "ConveyorBroker",
+            dependencies: [
+                "ZeroMQ", "ConveyorCore", "ConveyorProtocol", "ConveyorJournal",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .target(
+            name: "ConveyorWorker",
+            dependencies: [
+                "ZeroMQ", "ConveyorCore", "ConveyorProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "ConveyorClient",
+            dependencies: ["ZeroMQ", "ConveyorCore", "ConveyorProtocol"]
+        ),
+        .target(
+            name: "ConveyorGateway",
+            dependencies: [
+                "ConveyorClient", "ConveyorCore", "ConveyorProtocol", "ZeroMQ",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Resources")]
+        ),
+        .executableTarget(
+            name: "conveyor",
+            dependencies: [
+                "ConveyorBroker", "ConveyorWorker", "ConveyorClient", "ConveyorGateway", "ConveyorCore",
+                "ConveyorProtocol", "ZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
+        .testTarget(name: "ConveyorCoreTests", dependencies: ["ConveyorCore"]),
+        .testTarget(
+            name: "ConveyorProtocolTests",
+            dependencies: ["ConveyorProtocol", "ConveyorCore"]
+        ),
+        .testTarget(name: "ConveyorJournalTests", dependencies: ["ConveyorJournal", "ConveyorCore"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ConveyorClient", "ConveyorProtocol", "ConveyorCore", "ZeroMQ"]
+        ),
+    ]
+)

@@ -1,0 +1,479 @@
+import ConveyorCore
+import ConveyorProtocol
+import Histogram
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// The broker process: one thread owns its three sockets and runs the
+/// Majordomo-style cycle `poll → handle → dispatch → timers → flush`.
+///
+/// All decisions are the `Scheduler`'s; this type only moves bytes between
+/// ZeroMQ, the scheduler, the journal and the event stream.
+public final class Broker: @unchecked Sendable {
+    public let config: BrokerConfig
+    private let context: ZMQContext
+    private let logger: Logger
+    private let clock: any Clock
+    private let control = Mailbox<Control>()
+    private let journal: (any TaskJournal)?
+
+    enum Control: Sendable { case stop }
+
+    // Owned by the loop thread from `run()` on.
+    private var clients: ZMQSocket!
+    private var workers: ZMQSocket!
+    private var events: EventPublisher!
+    private var scheduler: Scheduler
+    private var output: [SchedulerOutput] = []
+    private var replies: [(peer: [UInt8], frames: [[UInt8]])] = []
+    private var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+    private var malformed = 0
+    private var undeliverable = 0
+    private var startedAt: Timestamp
+    private var nextHeartbeat: Timestamp = 0
+    private var nextStats: Timestamp = 0
+    private var nextCompaction: Timestamp = 0
+    private var running = true
+    private var bound: (clients: String, workers: String, events: String) = ("", "", "")
+
+    /// - Parameter journal: nil for memory-only operation.
+    public init(config: BrokerConfig, context: ZMQContext, journal: (any TaskJournal)?, logger: Logger, clock: any Clock = SystemClock()) {
+        self.config = config
+        self.context = context
+        self.logger = logger
+        self.clock = clock
+        self.journal = journal
+        startedAt = clock.now()
+        scheduler = Scheduler(config: config.scheduler, now: startedAt)
+    }
+
+    /// Binds the endpoints and replays the journal. Returns the endpoints as
+    /// bound (a `*` port resolved), which is what tests and `conveyor up` print.
+    public func start() throws -> (clients: String, workers: String, events: String) {
+        let maxMessage = Int64(config.scheduler.maxPayloadBytes + 64 * 1024)
+        clients = try context.socket(.router)
+        try clients.setRouterMandatory()
+        try clients.setMaxMessageSize(maxMessage)
+        try clients.setSendHighWaterMark(100_000)
+        try clients.setReceiveHighWaterMark(100_000)
+        try clients.bind(config.clientsEndpoint)
+        workers = try context.socket(.router)
+        try workers.setRouterMandatory()
+        try workers.setMaxMessageSize(maxMessage)
+        try workers.setSendHighWaterMark(100_000)
+        try workers.setReceiveHighWaterMark(100_000)
+        try workers.bind(config.workersEndpoint)
+        let pub = try context.socket(.xpub)
+        try pub.setSendHighWaterMark(100_000)
+        try pub.bind(config.eventsEndpoint)
+        events = EventPublisher(socket: pub)
+        bound = (try clients.lastEndpoint(), try workers.lastEndpoint(), try pub.lastEndpoint())
+
+        if let journal {
+            let t0 = clock.now()
+            var fresh = Scheduler(config: config.scheduler, now: t0)
+            let info = try journal.recover(into: &fresh, now: t0)
+            if let last = info.lastID {
+                var withIDs = Scheduler(config: config.scheduler, now: t0, lastID: last)
+                _ = try journal.recover(into: &withIDs, now: t0)
+                fresh = withIDs
+            }
+            scheduler = fresh
+            fresh.drainOutput(into: &output)
+            output.removeAll()
+            logger.info("journal recovered", metadata: [
+                "queued": "\(info.queued)", "requeued_running": "\(info.requeuedRunning)", "delayed": "\(info.delayed)",
+                "finished": "\(info.finished)", "ms": "\((clock.now() - t0) / 1000)",
+            ])
+        }
+        let s = config.scheduler
+        logger.info("broker started", metadata: [
+            "clients": "\(bound.clients)", "workers": "\(bound.workers)", "events": "\(bound.events)",
+            "max_running": "\(s.maxRunning)", "max_queue": "\(s.maxQueue)", "task_timeout_s": "\(s.defaultTimeoutMs / 1000)",
+            "heartbeat_ms": "\(s.heartbeatIntervalMs)x\(s.heartbeatLiveness)", "max_deliveries": "\(s.maxDeliveries)",
+            "types": "\(s.allowedTypes.map { $0.sorted().joined(separator: ",") } ?? "any")",
+            "durability": "\(journal == nil ? "none" : config.journal.durability.rawValue)",
+        ])
+        return bound
+    }
+
+    /// Asks the loop to stop; safe from any thread (e.g. a signal handler's queue).
+    public func requestStop() { control.post(.stop) }
+
+    /// Runs the loop until `requestStop()`. Call `start()` first, on the same thread.
+    public func run() throws {
+        var poller = ZMQPoller()
+        let iClients = poller.add(clients)
+        let iWorkers = poller.add(workers)
+        let iEvents = poller.add(events.socket)
+        let iControl = poller.add(fd: control.pollFD)
+        while running {
+            let ready = try poller.poll(timeoutMs: pollTimeoutMs())
+            if ready[iWorkers] { drain(workers, handleWorker) }
+            if ready[iClients] { drain(clients, handleClient) }
+            if ready[iEvents] { events.readSubscriptions() }
+            if ready[iControl] { for c in control.drain() where c == .stop { beginShutdown() } }
+            let now = clock.now()
+            scheduler.tick(now: now)
+            scheduler.dispatch(now: now)
+            timers(now)
+            try flush(now)
+        }
+        try finalShutdown()
+    }
+
+    // MARK: Handle
+
+    private func drain(_ socket: ZMQSocket, _ handle: ([[UInt8]], Timestamp) -> Void) {
+        let now = clock.now()
+        for _ in 0..<512 {
+            let msg: [[UInt8]]?
+            do { msg = try socket.receive(dontWait: true) } catch {
+                if error.isTerminated { running = false }
+                return
+            }
+            guard let m = msg else { return }
+            handle(m, now)
+        }
+    }
+
+    private func handleClient(_ frames: [[UInt8]], _ now: Timestamp) {
+        guard frames.count >= 2 else { malformed += 1; return }
+        let peer = frames[0]
+        let request: ClientRequest
+        do {
+            request = try ClientRequest.decode(Array(frames[1...]))
+        } catch {
+            malformed += 1
+            logger.debug("malformed client message", metadata: ["error": "\(error)"])
+            reply(peer, .error(requestID: error.requestID ?? [], code: error.code, message: error.message))
+            return
+        }
+        switch request {
+        case .submit(let rid, let spec):
+            switch scheduler.submit(spec, from: PeerID(peer), now: now) {
+            case .success(let a):
+                reply(peer, .accepted(requestID: rid, id: a.id, position: a.position))
+            case .failure(let r):
+                if r.code == "queue_full" {
+                    logger.warning("task rejected: queue full", metadata: ["type": "\(spec.type)", "max_queue": "\(config.scheduler.maxQueue)"])
+                }
+                reply(peer, .rejected(requestID: rid, code: r.code, message: r.message))
+            }
+        case .status(let rid, let id):
+            if let t = scheduler.task(id) ?? (try? journal?.lookup(id)) ?? nil {
+                reply(peer, .status(requestID: rid, json: TaskJSON.status(t, position: scheduler.queuePosition(of: id))))
+            } else {
+                reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
+            }
+        case .cancel(let rid, let id):
+            switch scheduler.cancel(id, now: now) {
+            case .success(let previous):
+                logger.info("task cancelled", metadata: ["task": "\(id)", "was": "\(previous.rawValue)"])
+                reply(peer, .cancelled(requestID: rid, id: id, previous: previous.rawValue))
+            case .failure(.notFound):
+                reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
+            case .failure(.alreadyFinished(let s)):
+                reply(peer, .error(requestID: rid, code: "not_cancellable", message: "task \(id) is already \(s.rawValue)"))
+            }
+        case .stats(let rid):
+            reply(peer, .stats(requestID: rid, json: statsJSON(now)))
+        case .tasks(let rid, let limit):
+            let runningJSON = scheduler.runningTasks.prefix(limit).map { TaskJSON.status($0, position: nil) }
+            let queued = scheduler.queuedInOrder(limit: limit)
+            let queuedJSON = queued.enumerated().map { TaskJSON.status($1, position: $0) }
+            var w = JSONWriter()
+            w.field("running", raw: JSONWriter.array(runningJSON))
+            w.field("queued", raw: JSONWriter.array(queuedJSON))
+            w.field("queue_size", scheduler.queueSize)
+            reply(peer, .tasks(requestID: rid, json: w.finish()))
+        case .ping(let rid):
+            reply(peer, .pong(requestID: rid))
+        case .dead(let rid, let action):
+            handleDead(peer, rid, action, now)
+        }
+    }
+
+    private func handleDead(_ peer: [UInt8], _ rid: [UInt8], _ action: ClientRequest.DeadAction, _ now: Timestamp) {
+        switch action {
+        case .list(let limit):
+            let all = scheduler.deadLetters
+            var w = JSONWriter()
+            w.field("dead", raw: JSONWriter.array(all.prefix(limit).map { TaskJSON.status($0, position: nil) }))
+            w.field("count", all.count)
+            reply(peer, .dead(requestID: rid, json: w.finish()))
+        case .retry(let id):
+            switch scheduler.retryDead(id, now: now) {
+            case .success:
+                var w = JSONWriter()
+                w.field("retried", id.description)
+                reply(peer, .dead(requestID: rid, json: w.finish()))
+            case .failure(let r):
+                reply(peer, .error(requestID: rid, code: r.code, message: r.message))
+            }
+        case .purge(let id):
+            let n = scheduler.purgeDead(id)
+            if let id, n == 0 {
+                reply(peer, .error(requestID: rid, code: "not_found", message: "no dead-lettered task \(id)"))
+                return
+            }
+            var w = JSONWriter()
+            w.field("purged", n)
+            reply(peer, .dead(requestID: rid, json: w.finish()))
+        }
+    }
+
+    private func handleWorker(_ frames: [[UInt8]], _ now: Timestamp) {
+        guard frames.count >= 2 else { malformed += 1; return }
+        let peer = PeerID(frames[0])
+        let message: WorkerMessage
+        do {
+            message = try WorkerMessage.decode(Array(frames[1...]))
+        } catch {
+            malformed += 1
+            logger.debug("malformed worker message", metadata: ["error": "\(error)"])
+            return
+        }
+        if case .ready(let name, let types, let capacity) = message {
+            scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
+            logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
+            return
+        }
+        guard scheduler.heard(from: peer, now: now) else {
+            if message != .disconnect { sendToWorker(peer, .disconnect) }
+            return
+        }
+        switch message {
+        case .ready, .heartbeat: break
+        case .progress(let id, let a, let p, let m): scheduler.progress(id, attempt: a, percent: p, message: m, from: peer, now: now)
+        case .done(let id, let a, let r): scheduler.succeeded(id, attempt: a, result: r, from: peer, now: now)
+        case .fail(let id, let a, let e): scheduler.failed(id, attempt: a, error: e, from: peer, now: now)
+        case .drain: scheduler.drain(worker: peer)
+        case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
+        case .disconnect: scheduler.workerGone(peer, reason: "disconnected", now: now)
+        }
+    }
+
+    private func reply(_ peer: [UInt8], _ r: ClientReply) {
+        replies.append((peer, r.encode()))
+    }
+
+    // MARK: Timers
+
+    private func pollTimeoutMs() -> Int {
+        let now = clock.now()
+        var next = min(nextHeartbeat, nextStats)
+        if let d = scheduler.nextDeadline { next = min(next, d) }
+        let ms = (next - now + 999) / 1000
+        return Int(max(0, min(ms, config.scheduler.heartbeatIntervalMs)))
+    }
+
+    private func timers(_ now: Timestamp) {
+        if now >= nextHeartbeat {
+            for w in scheduler.allWorkers { sendToWorker(w.peer, .heartbeat) }
+            nextHeartbeat = now + config.scheduler.heartbeatIntervalMs * 1000
+        }
+        if now >= nextStats {
+            if events.wants("stats") { events.publish("stats", statsJSON(now)) }
+            nextStats = now + config.statsIntervalMs * 1000
+        }
+        if let journal, now >= nextCompaction {
+            do { try journal.compact(olderThan: now - config.scheduler.resultTTLSeconds * 1_000_000) } catch {
+                logger.error("journal compaction failed", metadata: ["error": "\(error)"])
+            }
+            nextCompaction = now + 60_000_000
+        }
+    }
+
+    // MARK: Flush
+
+    /// Journals this iteration's events, commits once, then sends: nothing is
+    /// acknowledged before it is as durable as the mode promises.
+    private func flush(_ now: Timestamp) throws {
+        for _ in 0..<4 {
+            scheduler.drainOutput(into: &output)
+            if output.isEmpty && replies.isEmpty { return }
+            if let journal {
+                for case .event(let e) in output {
+                    try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: now)
+                }
+                try journal.commit(now: now)
+            }
+            for (peer, frames) in replies { send(clients, peer, frames) }
+            replies.removeAll(keepingCapacity: true)
+            for o in output { perform(o, now) }
+            // Sends can fail (a worker vanished), which requeues: dispatch again.
+            scheduler.dispatch(now: now)
+        }
+    }
+
+    private func perform(_ o: SchedulerOutput, _ now: Timestamp) {
+        switch o {
+        case .assign(let peer, let id, let attempt):
+            guard let t = scheduler.task(id) else { return }
+            if !sendToWorker(peer, .task(id: id, attempt: attempt, type: t.type, priority: t.priority, timeoutMs: t.timeoutMs, payload: t.payload)) {
+                scheduler.workerGone(peer, reason: "unreachable", now: now)
+            }
+        case .cancelOnWorker(let peer, let id, let attempt, let reason):
+            sendToWorker(peer, .cancel(id: id, attempt: attempt, reason: reason.rawValue))
+        case .notifyProgress(let c, let id, let p, let m):
+            send(clients, c.bytes, ClientReply.progress(id: id, percent: p, message: m).encode())
+        case .notifyFinished(let c, let id, let state, let body):
+            send(clients, c.bytes, ClientReply.finished(id: id, state: state.rawValue, body: body).encode())
+        case .event(let e):
+            announce(e, now)
+        }
+    }
+
+    @discardableResult
+    private func sendToWorker(_ peer: PeerID, _ m: BrokerToWorker) -> Bool {
+        send(workers, peer.bytes, m.encode())
+    }
+
+    /// Sends to a ROUTER peer without ever blocking. False if the peer is gone
+    /// (EHOSTUNREACH) or its queue is full (EAGAIN); the message is dropped.
+    @discardableResult
+    private func send(_ socket: ZMQSocket, _ peer: [UInt8], _ frames: [[UInt8]]) -> Bool {
+        var all = [peer]
+        all.append(contentsOf: frames)
+        do {
+            if try socket.send(all, dontWait: true) { return true }
+        } catch {
+            if error.isTerminated { running = false }
+        }
+        undeliverable += 1
+        return false
+    }
+
+    // MARK: Events and logs
+
+    private func announce(_ e: TaskEvent, _ now: Timestamp) {
+        let t = e.taskID.flatMap { scheduler.task($0) }
+        func pub(_ topic: String, _ id: TaskID, _ extra: (inout JSONWriter) -> Void = { _ in }) {
+            guard events.wants(topic) else { return }
+            events.publish(topic, TaskJSON.event(String(topic.dropFirst(5)), t, id: id, now: now, extra: extra))
+        }
+        switch e {
+        case .queued(let id, let pos):
+            logger.debug("task queued", metadata: ["task": "\(id)", "type": "\(t?.type ?? "")", "priority": "\(t?.priority.name ?? "")",
+                                                   "queue": "\(scheduler.queueSize)/\(config.scheduler.maxQueue)"])
+            pub("task.queued", id) { $0.field("queue_position", pos) }
+        case .delayed(let id, let at):
+            pub("task.delayed", id) { $0.field("run_at", at.rfc3339) }
+        case .due(let id):
+            pub("task.queued", id) { $0.field("queue_position", self.scheduler.queueSize - 1) }
+        case .started(let id, _, let worker, let lat):
+            latency.record(UInt64(max(0, lat)))
+            logger.debug("task dispatched", metadata: ["task": "\(id)", "worker": "\(worker)", "remaining": "\(scheduler.queueSize)"])
+            pub("task.started", id) { $0.field("worker", worker) }
+        case .progress(let id, _, let p, let m):
+            pub("task.progress", id) { $0.field("percent", p.map { Int($0) }); $0.field("message", m) }
+        case .succeeded(let id, let d):
+            logger.debug("task finished", metadata: ["task": "\(id)", "outcome": "succeeded", "ms": "\(d / 1000)"])
+            pub("task.succeeded", id) { $0.field("duration_ms", d / 1000); $0.field("result_size", t?.details?.result?.count ?? 0) }
+        case .failed(let id, let err, let d):
+            logger.info("task finished", metadata: ["task": "\(id)", "outcome": "failed", "ms": "\(d / 1000)", "error": "\(err.prefix(200))"])
+            pub("task.failed", id) { $0.field("error", err); $0.field("duration_ms", d / 1000) }
+            pub("task.dead", id)
+        case .timedOut(let id, let d):
+            logger.warning("task timed out", metadata: ["task": "\(id)", "ms": "\(d / 1000)"])
+            pub("task.timed_out", id) { $0.field("error", t?.details?.error ?? "timed out"); $0.field("duration_ms", d / 1000) }
+            pub("task.dead", id)
+        case .retrying(let id, let at, let err):
+            logger.info("task will retry", metadata: ["task": "\(id)", "run_at": "\(at.rfc3339)", "error": "\(err.prefix(200))"])
+            pub("task.retrying", id) { $0.field("run_at", at.rfc3339); $0.field("error", err) }
+        case .reassigned(let id, let from):
+            logger.warning("task reassigned", metadata: ["task": "\(id)", "from": "\(from)"])
+            pub("task.reassigned", id) { $0.field("from_worker", from) }
+        case .returned(let id, let from):
+            logger.info("task returned", metadata: ["task": "\(id)", "from": "\(from)"])
+            pub("task.reassigned", id) { $0.field("from_worker", from) }
+        case .cancelled(let id, let prev):
+            pub("task.cancelled", id) { $0.field("previous_state", prev.rawValue) }
+        case .deadRetried(let id):
+            logger.info("dead letter retried", metadata: ["task": "\(id)"])
+            pub("task.queued", id) { $0.field("queue_position", self.scheduler.queueSize - 1) }
+        case .purged, .expired:
+            break
+        case .workerJoined(let name, let types, let cap):
+            if events.wants("worker.joined") {
+                var w = JSONWriter()
+                w.field("event", "joined"); w.field("worker", name); w.field(strings: types, key: "types"); w.field("capacity", cap); w.field("ts", now.rfc3339)
+                events.publish("worker.joined", w.finish())
+            }
+        case .workerLost(let name, let reason):
+            logger.warning("worker lost", metadata: ["worker": "\(name)", "reason": "\(reason)"])
+            if events.wants("worker.lost") {
+                var w = JSONWriter()
+                w.field("event", "lost"); w.field("worker", name); w.field("reason", reason); w.field("ts", now.rfc3339)
+                events.publish("worker.lost", w.finish())
+            }
+        }
+    }
+
+    private func statsJSON(_ now: Timestamp) -> [UInt8] {
+        let c = scheduler.counters
+        let s = config.scheduler
+        var w = JSONWriter(capacity: 768)
+        w.field("total_processed", c.succeeded + c.failed + c.timedOut)
+        w.field("total_success", c.succeeded)
+        w.field("total_failed", c.failed)
+        w.field("total_timeout", c.timedOut)
+        w.field("total_cancelled", c.cancelled)
+        w.field("current_processing", scheduler.runningCount)
+        w.field("queue_size", scheduler.queueSize)
+        w.field("max_workers", s.maxRunning)
+        w.field("max_queue_size", s.maxQueue)
+        w.field("is_running", running && scheduler.isAcceptingTasks)
+        w.beginObject("queue_by_priority")
+        for p in Priority.dispatchOrder { w.field(p.name.lowercased(), scheduler.queueSize(p)) }
+        w.endObject()
+        w.field("delayed", scheduler.delayed)
+        w.field("workers_connected", scheduler.allWorkers.count)
+        w.field("workers_busy", scheduler.workersBusy)
+        w.field("tasks_submitted", c.submitted)
+        w.field("tasks_reassigned", c.reassigned)
+        w.field("tasks_retried", c.retried)
+        w.field("submissions_rejected", c.rejected)
+        w.field("stale_results", c.staleResults)
+        w.field("malformed_messages", malformed)
+        w.field("undeliverable_messages", undeliverable)
+        w.field("dead_letters", scheduler.deadLetters.count)
+        w.beginObject("dispatch_latency_ms")
+        w.field("p50", Double(latency.valueAtPercentile(50)) / 1000)
+        w.field("p90", Double(latency.valueAtPercentile(90)) / 1000)
+        w.field("p99", Double(latency.valueAtPercentile(99)) / 1000)
+        w.field("max", Double(latency.max) / 1000)
+        w.field("count", Int(latency.totalCount))
+        w.endObject()
+        w.field("uptime_s", (now - startedAt) / 1_000_000)
+        w.field("timestamp", now.rfc3339)
+        return w.finish()
+    }
+
+    // MARK: Shutdown
+
+    private func beginShutdown() {
+        guard scheduler.isAcceptingTasks else { return }
+        logger.info("broker stopping: intake closed, flushing")
+        scheduler.stopAccepting()
+        running = false
+    }
+
+    private func finalShutdown() throws {
+        let now = clock.now()
+        try flush(now)
+        // Tell workers; they reconnect to whichever broker comes back.
+        for w in scheduler.allWorkers { sendToWorker(w.peer, .disconnect) }
+        try journal?.commit(now: now)
+        clients.close()
+        workers.close()
+        events.socket.close()
+        logger.info("broker stopped")
+    }
+}
+
+extension JSONWriter {
+    mutating func field(strings: [String], key: String) { field(key, strings: strings) }
+}

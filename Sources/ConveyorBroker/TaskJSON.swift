@@ -1,0 +1,54 @@
+import ConveyorCore
+import ConveyorProtocol
+import Foundation
+
+/// JSON shapes the broker sends out: status objects, events, stats.
+/// Hand-written with `JSONWriter` because events are on the hot path.
+enum TaskJSON {
+    static func status(_ t: TaskRecord, position: Int?) -> [UInt8] {
+        var w = JSONWriter(capacity: 384)
+        w.field("task_id", t.id.description)
+        w.field("type", t.type)
+        w.field("priority", t.priority.name)
+        w.field("priority_level", Int(t.priority.rawValue))
+        w.field("state", t.state.rawValue)
+        w.field("attempt", Int(t.attempt))
+        w.field("max_attempts", Int(t.maxAttempts))
+        if let position { w.field("queue_position", position) }
+        let d = t.details
+        w.field("worker", t.state == .running ? d?.worker : nil)
+        if let d, d.progressPercent != nil || d.progressMessage != nil {
+            w.beginObject("progress")
+            w.field("percent", d.progressPercent.map { Int($0) })
+            w.field("message", d.progressMessage ?? "")
+            w.endObject()
+        } else {
+            w.fieldNull("progress")
+        }
+        w.field("created_at", t.createdAt.rfc3339)
+        w.field("started_at", d?.startedAt?.rfc3339)
+        w.field("finished_at", d?.finishedAt?.rfc3339)
+        if let at = d?.runAt, t.state == .delayed { w.field("run_at", at.rfc3339) }
+        w.field("timeout_ms", Int(t.timeoutMs))
+        if t.state == .succeeded, let r = d?.result {
+            if let s = String(validating: r, as: UTF8.self) { w.field("result", s) } else { w.field("result_base64", Data(r).base64EncodedString()) }
+        }
+        if let e = d?.error, t.state != .succeeded { w.field("error", e) }
+        w.field("dead", d?.dead ?? false)
+        return w.finish()
+    }
+
+    static func event(_ name: String, _ t: TaskRecord?, id: TaskID, now: Timestamp, extra: (inout JSONWriter) -> Void) -> [UInt8] {
+        var w = JSONWriter(capacity: 256)
+        w.field("event", name)
+        w.field("task_id", id.description)
+        if let t {
+            w.field("type", t.type)
+            w.field("priority", t.priority.name)
+            w.field("attempt", Int(t.attempt))
+        }
+        w.field("ts", now.rfc3339)
+        extra(&w)
+        return w.finish()
+    }
+}

@@ -1,0 +1,498 @@
+import DequeModule
+import HeapModule
+
+/// The broker's brain, with no I/O: it owns every task and worker, decides
+/// what runs where, and reports what happened as `SchedulerOutput`s that an
+/// adapter turns into ZeroMQ messages, journal writes and published events.
+///
+/// Every method takes `now`, so tests drive time by hand. Not thread-safe:
+/// one thread (the broker loop) owns it.
+public struct Scheduler: Sendable {
+    public private(set) var config: SchedulerConfig
+    public private(set) var counters = SchedulerCounters()
+    public private(set) var isAcceptingTasks = true
+
+    private var tasks: [TaskID: TaskRecord] = [:]
+    private var queue = ReadyQueue()
+    private var workers: [PeerID: WorkerRecord] = [:]
+    private var workerByName: [String: PeerID] = [:]
+    private var running = 0
+    private var delayedCount = 0
+    private var deadlines = Heap<Deadline>()
+    private var delayedHeap = Heap<Deadline>()
+    private var finished = Deque<(id: TaskID, at: Timestamp)>()
+    private var idempotency: [String: TaskID] = [:]
+    private var ids: TaskIDGenerator
+    private var nextSeq: UInt64 = 1
+    private var useCounter: UInt64 = 0
+    private var nextLivenessCheck: Timestamp = 0
+    private var rng: SplitMix64
+    private var outbox: [SchedulerOutput] = []
+
+    struct Deadline: Comparable, Sendable {
+        let at: Timestamp
+        let id: TaskID
+        let attempt: UInt16
+        static func < (a: Deadline, b: Deadline) -> Bool { a.at < b.at || (a.at == b.at && a.id < b.id) }
+    }
+
+    public init(config: SchedulerConfig, now: Timestamp, lastID: TaskID? = nil, seed: UInt64 = 0x9E37_79B9) {
+        self.config = config
+        ids = TaskIDGenerator(now: now, after: lastID)
+        rng = SplitMix64(seed: seed)
+    }
+
+    // MARK: Reading
+
+    public func task(_ id: TaskID) -> TaskRecord? { tasks[id] }
+    public func worker(_ peer: PeerID) -> WorkerRecord? { workers[peer] }
+    public var allWorkers: Dictionary<PeerID, WorkerRecord>.Values { workers.values }
+    public var queueSize: Int { queue.count }
+    public func queueSize(_ p: Priority) -> Int { queue.count(p) }
+    public var runningCount: Int { running }
+    public var delayed: Int { delayedCount }
+    public var workersBusy: Int { workers.values.reduce(0) { $0 + ($1.running.isEmpty ? 0 : 1) } }
+
+    /// Queued tasks in dispatch order, at most `limit`.
+    public func queuedInOrder(limit: Int) -> [TaskRecord] {
+        queue.inDispatchOrder(isLive: { tasks[$0]?.state == .queued }, limit: limit).compactMap { tasks[$0] }
+    }
+
+    public var runningTasks: [TaskRecord] {
+        workers.values.flatMap { $0.running }.compactMap { tasks[$0] }.sorted { $0.seq < $1.seq }
+    }
+
+    /// Position in dispatch order (0 = next), or nil when not queued. O(queue) in the worst case.
+    public func queuePosition(of id: TaskID) -> Int? {
+        guard let t = tasks[id], t.state == .queued else { return nil }
+        var n = 0
+        for p in Priority.dispatchOrder where p > t.priority { n += queue.count(p) }
+        for other in queuedInOrder(limit: Int.max) where other.priority == t.priority {
+            if other.id == id { return n }
+            n += 1
+        }
+        return nil
+    }
+
+    public var deadLetters: [TaskRecord] {
+        tasks.values.filter { $0.details?.dead == true }.sorted { $0.seq < $1.seq }
+    }
+
+    /// The earliest moment `tick` has work to do.
+    public var nextDeadline: Timestamp? {
+        [deadlines.min?.at, delayedHeap.min?.at, workers.isEmpty ? nil : nextLivenessCheck].compactMap { $0 }.min()
+    }
+
+    /// Takes what the adapter must act on. The buffer's storage is reused.
+    public mutating func drainOutput(into buffer: inout [SchedulerOutput]) {
+        buffer.removeAll(keepingCapacity: true)
+        swap(&buffer, &outbox)
+    }
+
+    // MARK: Clients
+
+    public mutating func submit(_ spec: TaskSpec, from client: PeerID?, now: Timestamp) -> Result<Accepted, Rejection> {
+        guard isAcceptingTasks else { return .failure(.shuttingDown) }
+        if let key = spec.idempotencyKey, let existing = idempotency[key], let t = tasks[existing] {
+            return .success(Accepted(id: t.id, position: queuePosition(of: t.id) ?? -1, duplicate: true))
+        }
+        if let allowed = config.allowedTypes, !allowed.contains(spec.type) {
+            counters.rejected += 1
+            return .failure(Rejection("unknown_type", "unknown task type '\(spec.type)'; this broker accepts: \(allowed.sorted().joined(separator: ", "))"))
+        }
+        if spec.payload.count > config.maxPayloadBytes {
+            counters.rejected += 1
+            return .failure(Rejection("payload_too_large", "payload is \(spec.payload.count) bytes; the limit is \(config.maxPayloadBytes)"))
+        }
+        let runAt = spec.runAt ?? spec.delayMs.map { now + $0 * 1000 }
+        let isDelayed = (runAt ?? now) > now
+        if !isDelayed && queue.count >= config.maxQueue {
+            counters.rejected += 1
+            return .failure(.queueFull(config.maxQueue))
+        }
+        let id = ids.make()
+        var record = TaskRecord(
+            id: id, seq: nextSeq, createdAt: now, type: spec.type, priority: spec.priority, payload: spec.payload,
+            timeoutMs: spec.timeoutMs ?? config.defaultTimeoutMs, maxAttempts: max(1, spec.maxAttempts),
+            state: isDelayed ? .delayed : .queued, submitter: client
+        )
+        nextSeq += 1
+        if spec.idempotencyKey != nil || spec.backoffMs != 1000 || spec.backoffMaxMs != 300_000 || isDelayed {
+            let d = record.detailsForWriting()
+            d.idempotencyKey = spec.idempotencyKey
+            d.backoffMs = spec.backoffMs
+            d.backoffMaxMs = spec.backoffMaxMs
+            d.runAt = isDelayed ? runAt : nil
+        }
+        if let key = spec.idempotencyKey { idempotency[key] = id }
+        counters.submitted += 1
+        tasks[id] = record
+        if isDelayed, let at = runAt {
+            delayedCount += 1
+            delayedHeap.insert(Deadline(at: at, id: id, attempt: 0))
+            outbox.append(.event(.delayed(id, runAt: at)))
+            return .success(Accepted(id: id, position: -1, duplicate: false))
+        }
+        let position = queue.ahead(ofNew: spec.priority)
+        queue.append(id, seq: record.seq, type: record.type, priority: record.priority)
+        outbox.append(.event(.queued(id, position: position)))
+        return .success(Accepted(id: id, position: position, duplicate: false))
+    }
+
+    public enum CancelError: Error, Equatable, Sendable {
+        case notFound
+        case alreadyFinished(TaskState)
+    }
+
+    /// Cancels a delayed, queued or running task; a running one's worker is told to stop.
+    public mutating func cancel(_ id: TaskID, now: Timestamp) -> Result<TaskState, CancelError> {
+        guard let t = tasks[id] else { return .failure(.notFound) }
+        let previous = t.state
+        switch previous {
+        case .queued:
+            queue.forget(priority: t.priority)
+        case .delayed:
+            delayedCount -= 1
+        case .running:
+            releaseSlot(of: t, now: now, reason: .cancelled)
+        case .succeeded, .failed, .timedOut, .cancelled:
+            return .failure(.alreadyFinished(previous))
+        }
+        counters.cancelled += 1
+        finish(id, state: .cancelled, body: Array("cancelled".utf8), error: "cancelled", now: now, dead: false)
+        outbox.append(.event(.cancelled(id, previous: previous)))
+        return .success(previous)
+    }
+
+    /// Stops intake: later submissions are rejected `shutting_down`.
+    public mutating func stopAccepting() { isAcceptingTasks = false }
+
+    // MARK: Workers
+
+    /// A worker said READY. A name already registered under another connection
+    /// means that connection is dead: its tasks are reassigned.
+    public mutating func register(worker peer: PeerID, name: String, types: Set<String>?, capacity: Int, now: Timestamp) {
+        if let old = workerByName[name], old != peer { removeWorker(old, reason: "replaced by a new connection", now: now) }
+        if workers[peer] != nil { removeWorker(peer, reason: "registered again", now: now) }
+        workers[peer] = WorkerRecord(peer: peer, name: name, types: types, capacity: max(1, capacity), lastHeard: now)
+        workerByName[name] = peer
+        if nextLivenessCheck == 0 || nextLivenessCheck > now + config.heartbeatIntervalMs * 1000 {
+            nextLivenessCheck = now + config.heartbeatIntervalMs * 1000
+        }
+        outbox.append(.event(.workerJoined(name: name, types: types.map { $0.sorted() } ?? [], capacity: capacity)))
+    }
+
+    /// Any message from a worker. Returns false for an unknown worker (tell it to register).
+    public mutating func heard(from peer: PeerID, now: Timestamp) -> Bool {
+        guard workers[peer] != nil else { return false }
+        workers[peer]?.lastHeard = now
+        return true
+    }
+
+    /// The worker left (DISCONNECT) or went silent: its tasks go back to the queue.
+    public mutating func workerGone(_ peer: PeerID, reason: String, now: Timestamp) {
+        removeWorker(peer, reason: reason, now: now)
+    }
+
+    /// The worker takes no new tasks (graceful shutdown).
+    public mutating func drain(worker peer: PeerID) {
+        workers[peer]?.draining = true
+    }
+
+    /// Checks that a worker report is about the attempt it holds now.
+    private mutating func current(_ id: TaskID, attempt: UInt16, from peer: PeerID) -> TaskRecord? {
+        guard let t = tasks[id], t.state == .running, t.attempt == attempt, t.details?.workerPeer == peer else {
+            counters.staleResults += 1
+            return nil
+        }
+        return t
+    }
+
+    public mutating func progress(_ id: TaskID, attempt: UInt16, percent: UInt8?, message: String, from peer: PeerID, now: Timestamp) {
+        guard let t = current(id, attempt: attempt, from: peer) else { return }
+        let d = t.details
+        d?.progressPercent = percent
+        d?.progressMessage = message
+        if let c = t.submitter { outbox.append(.notifyProgress(client: c, task: id, percent: percent, message: message)) }
+        outbox.append(.event(.progress(id, attempt: attempt, percent: percent, message: message)))
+    }
+
+    public mutating func succeeded(_ id: TaskID, attempt: UInt16, result: [UInt8], from peer: PeerID, now: Timestamp) {
+        guard let t = current(id, attempt: attempt, from: peer) else { return }
+        releaseSlot(of: t, now: now, reason: nil)
+        counters.succeeded += 1
+        let duration = now - (t.details?.startedAt ?? now)
+        finish(id, state: .succeeded, body: result, error: nil, now: now, dead: false)
+        outbox.append(.event(.succeeded(id, durationUs: duration)))
+    }
+
+    public mutating func failed(_ id: TaskID, attempt: UInt16, error: String, from peer: PeerID, now: Timestamp) {
+        guard let t = current(id, attempt: attempt, from: peer) else { return }
+        releaseSlot(of: t, now: now, reason: nil)
+        attemptFailed(t, state: .failed, error: error, now: now)
+    }
+
+    /// The worker gave an unfinished task back; it is not held against the task.
+    public mutating func returned(_ id: TaskID, attempt: UInt16, from peer: PeerID, now: Timestamp) {
+        guard let t = current(id, attempt: attempt, from: peer) else { return }
+        releaseSlot(of: t, now: now, reason: nil)
+        requeueAtHead(id, now: now)
+        outbox.append(.event(.returned(id, fromWorker: workers[peer]?.name ?? "?")))
+    }
+
+    // MARK: Dead letters
+
+    /// Puts a dead-lettered task back in the queue with a fresh set of attempts.
+    public mutating func retryDead(_ id: TaskID, now: Timestamp) -> Result<Void, Rejection> {
+        guard let t = tasks[id], t.details?.dead == true else { return .failure(Rejection("not_found", "no dead-lettered task \(id)")) }
+        guard queue.count < config.maxQueue else { return .failure(.queueFull(config.maxQueue)) }
+        t.details?.dead = false
+        t.details?.error = nil
+        t.details?.finishedAt = nil
+        tasks[id]?.failures = 0
+        tasks[id]?.state = .queued
+        tasks[id]?.readyAt = now
+        counters.deadRetried += 1
+        queue.append(id, seq: t.seq, type: t.type, priority: t.priority)
+        outbox.append(.event(.deadRetried(id)))
+        return .success(())
+    }
+
+    /// Forgets dead-lettered tasks: one, or all when `id` is nil. Returns how many.
+    public mutating func purgeDead(_ id: TaskID?) -> Int {
+        let victims = id.map { [$0] } ?? deadLetters.map(\.id)
+        var n = 0
+        for v in victims where tasks[v]?.details?.dead == true {
+            forgetTask(v)
+            outbox.append(.event(.purged(v)))
+            n += 1
+        }
+        return n
+    }
+
+    // MARK: The loop's two steps
+
+    /// Hands queued tasks to free workers: the highest-priority, oldest task
+    /// some free worker accepts goes to the least recently used such worker.
+    public mutating func dispatch(now: Timestamp) {
+        while running < config.maxRunning && !queue.isEmpty {
+            let free = workers.values.filter { $0.freeSlots > 0 }
+            if free.isEmpty { return }
+            guard let pick = queue.best(
+                isLive: { tasks[$0]?.state == .queued },
+                accepts: { type in free.contains { $0.accepts(type) } }
+            ) else { return }
+            guard let w = free.filter({ $0.accepts(pick.type) }).min(by: { $0.lastUsed < $1.lastUsed }) else { return }
+            queue.removeHead(type: pick.type, priority: pick.priority)
+            start(pick.entry.id, on: w.peer, now: now)
+        }
+    }
+
+    private mutating func start(_ id: TaskID, on peer: PeerID, now: Timestamp) {
+        guard var t = tasks[id], var w = workers[peer] else { return }
+        t.attempt += 1
+        t.state = .running
+        let d = t.detailsForWriting()
+        d.worker = w.name
+        d.workerPeer = peer
+        d.startedAt = now
+        d.progressPercent = nil
+        d.progressMessage = nil
+        tasks[id] = t
+        useCounter += 1
+        w.lastUsed = useCounter
+        w.running.insert(id)
+        workers[peer] = w
+        running += 1
+        deadlines.insert(Deadline(at: now + Int64(t.timeoutMs) * 1000, id: id, attempt: t.attempt))
+        let latency = now - t.readyAt
+        counters.dispatched += 1
+        outbox.append(.assign(worker: peer, task: id, attempt: t.attempt))
+        outbox.append(.event(.started(id, attempt: t.attempt, worker: w.name, latencyUs: latency)))
+    }
+
+    /// Timers: task deadlines, delayed tasks coming due, silent workers, result expiry.
+    public mutating func tick(now: Timestamp) {
+        while let top = deadlines.min, top.at <= now {
+            deadlines.removeMin()
+            guard let t = tasks[top.id], t.state == .running, t.attempt == top.attempt else { continue }
+            releaseSlot(of: t, now: now, reason: .timedOut)
+            attemptFailed(t, state: .timedOut, error: "timed out after \(t.timeoutMs) ms", now: now)
+        }
+        while let top = delayedHeap.min, top.at <= now {
+            delayedHeap.removeMin()
+            guard let t = tasks[top.id], t.state == .delayed, t.details?.runAt == top.at else { continue }
+            delayedCount -= 1
+            tasks[top.id]?.state = .queued
+            tasks[top.id]?.readyAt = now
+            t.details?.runAt = nil
+            queue.append(t.id, seq: t.seq, type: t.type, priority: t.priority)
+            outbox.append(.event(.due(t.id)))
+        }
+        if !workers.isEmpty && now >= nextLivenessCheck {
+            let expiry = config.workerExpiryUs
+            for w in workers.values where now - w.lastHeard > expiry {
+                removeWorker(w.peer, reason: "silent for \(expiry / 1000) ms", now: now)
+            }
+            nextLivenessCheck = now + config.heartbeatIntervalMs * 1000 / 2
+        }
+        let ttl = config.resultTTLSeconds * 1_000_000
+        while let first = finished.first, now - first.at > ttl || finished.count > config.maxFinishedInMemory {
+            finished.removeFirst()
+            guard let t = tasks[first.id], t.state.isFinal, t.details?.finishedAt == first.at else { continue }
+            // Past the TTL a task is gone everywhere; past the memory cap only from memory.
+            if now - first.at > ttl { outbox.append(.event(.expired(first.id))) }
+            forgetTask(first.id)
+        }
+    }
+
+    // MARK: Recovery
+
+    /// Re-inserts a task read back from the journal. Call in (priority, seq)
+    /// order for queued tasks; running tasks come back queued, their attempt
+    /// already counted.
+    public mutating func restore(_ record: TaskRecord, idempotencyKey: String?, now: Timestamp) {
+        var r = record
+        r.readyAt = now
+        nextSeq = max(nextSeq, r.seq + 1)
+        if let key = idempotencyKey { idempotency[key] = r.id }
+        switch r.state {
+        case .running, .queued:
+            r.state = .queued
+            tasks[r.id] = r
+            queue.append(r.id, seq: r.seq, type: r.type, priority: r.priority)
+        case .delayed:
+            tasks[r.id] = r
+            delayedCount += 1
+            delayedHeap.insert(Deadline(at: r.details?.runAt ?? now, id: r.id, attempt: 0))
+        case .succeeded, .failed, .timedOut, .cancelled:
+            tasks[r.id] = r
+            finished.append((r.id, r.details?.finishedAt ?? now))
+        }
+    }
+
+    // MARK: Internals
+
+    private mutating func removeWorker(_ peer: PeerID, reason: String, now: Timestamp) {
+        guard let w = workers.removeValue(forKey: peer) else { return }
+        if workerByName[w.name] == peer { workerByName[w.name] = nil }
+        for id in w.running.sorted(by: { (tasks[$0]?.seq ?? 0) > (tasks[$1]?.seq ?? 0) }) {
+            guard let t = tasks[id], t.state == .running else { continue }
+            running -= 1
+            let d = t.detailsForWritingShared()
+            d.lostDeliveries += 1
+            d.workerPeer = nil
+            if d.lostDeliveries >= config.maxDeliveries {
+                counters.failed += 1
+                finish(id, state: .failed, body: Array("worker_lost".utf8), error: "worker_lost", now: now, dead: true)
+                outbox.append(.event(.failed(id, error: "worker_lost", durationUs: now - (d.startedAt ?? now))))
+            } else {
+                counters.reassigned += 1
+                requeueAtHead(id, now: now)
+                outbox.append(.event(.reassigned(id, fromWorker: w.name)))
+            }
+        }
+        outbox.append(.event(.workerLost(name: w.name, reason: reason)))
+    }
+
+    private mutating func requeueAtHead(_ id: TaskID, now: Timestamp) {
+        guard let t = tasks[id] else { return }
+        tasks[id]?.state = .queued
+        tasks[id]?.readyAt = now
+        t.details?.worker = nil
+        queue.prepend(id, seq: t.seq, type: t.type, priority: t.priority)
+    }
+
+    /// Frees the running slot a task held; tells its worker to stop if `reason` is set.
+    private mutating func releaseSlot(of t: TaskRecord, now: Timestamp, reason: CancelReason?) {
+        running -= 1
+        if let peer = t.details?.workerPeer {
+            workers[peer]?.running.remove(t.id)
+            if let reason, workers[peer] != nil {
+                outbox.append(.cancelOnWorker(worker: peer, task: t.id, attempt: t.attempt, reason: reason))
+            }
+        }
+        t.details?.workerPeer = nil
+    }
+
+    /// A failed or timed-out attempt: retry after backoff while attempts remain, else final and dead-lettered.
+    private mutating func attemptFailed(_ t: TaskRecord, state: TaskState, error: String, now: Timestamp) {
+        let failures = t.failures + 1
+        tasks[t.id]?.failures = failures
+        let duration = now - (t.details?.startedAt ?? now)
+        if failures < t.maxAttempts {
+            let d = t.detailsForWritingShared()
+            let exp = min(Double(d.backoffMaxMs), Double(d.backoffMs) * pow2(Int(failures) - 1))
+            let delayMs = exp / 2 + rng.nextUnit() * exp / 2 // "equal jitter"
+            let at = now + Int64(delayMs * 1000)
+            d.runAt = at
+            d.error = error
+            tasks[t.id]?.state = .delayed
+            delayedCount += 1
+            delayedHeap.insert(Deadline(at: at, id: t.id, attempt: 0))
+            counters.retried += 1
+            outbox.append(.event(.retrying(t.id, runAt: at, error: error)))
+            return
+        }
+        if state == .timedOut { counters.timedOut += 1 } else { counters.failed += 1 }
+        finish(t.id, state: state, body: Array(error.utf8), error: error, now: now, dead: true)
+        outbox.append(.event(state == .timedOut ? .timedOut(t.id, durationUs: duration) : .failed(t.id, error: error, durationUs: duration)))
+    }
+
+    private mutating func finish(_ id: TaskID, state: TaskState, body: [UInt8], error: String?, now: Timestamp, dead: Bool) {
+        guard var t = tasks[id] else { return }
+        t.state = state
+        let d = t.detailsForWriting()
+        d.finishedAt = now
+        d.dead = dead
+        if state == .succeeded { d.result = body } else { d.error = error }
+        t.payload = [] // the handler has run; keep memory for results
+        tasks[id] = t
+        finished.append((id, now))
+        if let c = t.submitter { outbox.append(.notifyFinished(client: c, task: id, state: state, body: body)) }
+    }
+
+    private mutating func forgetTask(_ id: TaskID) {
+        guard let t = tasks.removeValue(forKey: id) else { return }
+        if let key = t.details?.idempotencyKey, idempotency[key] == id { idempotency[key] = nil }
+    }
+
+    private func pow2(_ n: Int) -> Double { n <= 0 ? 1 : Double(1 << min(n, 30)) }
+}
+
+extension TaskRecord {
+    /// `details` is a class, so a copy of the record shares it; this variant is
+    /// for call sites that hold a copy and only need the shared object.
+    fileprivate func detailsForWritingShared() -> TaskDetails { details ?? TaskDetails() }
+}
+
+/// Totals since the broker started (or since the journal began, once restored).
+public struct SchedulerCounters: Sendable, Equatable {
+    public var submitted = 0
+    public var dispatched = 0
+    public var succeeded = 0
+    public var failed = 0
+    public var timedOut = 0
+    public var cancelled = 0
+    public var reassigned = 0
+    public var retried = 0
+    public var rejected = 0
+    public var staleResults = 0
+    public var deadRetried = 0
+    public init() {}
+}
+
+/// Small, fast, seedable: enough for retry jitter, and deterministic in tests.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}

@@ -1,0 +1,24 @@
+/// Durable storage for the scheduler's events. The broker records every
+/// `TaskEvent` of a loop iteration, then calls `commit()` once (group commit)
+/// before it sends any reply that promises durability.
+public protocol TaskJournal: AnyObject {
+    /// Stages one event; `task` is the record after the change (nil if forgotten).
+    func record(_ event: TaskEvent, task: TaskRecord?, now: Timestamp) throws
+    /// Makes everything staged as durable as the journal's mode promises.
+    func commit(now: Timestamp) throws
+    /// Loads unfinished tasks (and retained finished ones) back into a scheduler.
+    func recover(into scheduler: inout Scheduler, now: Timestamp) throws -> JournalRecovery
+    /// A finished task no longer held in memory.
+    func lookup(_ id: TaskID) throws -> TaskRecord?
+    /// Drops finished tasks older than the TTL and reclaims space.
+    func compact(olderThan cutoff: Timestamp) throws
+}
+
+public struct JournalRecovery: Sendable {
+    public var queued = 0
+    public var requeuedRunning = 0
+    public var delayed = 0
+    public var finished = 0
+    public var lastID: TaskID?
+    public init() {}
+}

@@ -1,0 +1,83 @@
+/// A task as the broker holds it.
+///
+/// Kept small on purpose: a million queued tasks must fit in memory, so the
+/// fields every task needs are inline and packed, and what only started or
+/// finished tasks need lives in `details`, allocated on first use.
+public struct TaskRecord: Sendable {
+    public let id: TaskID
+    /// Global submission order; FIFO within a level compares it.
+    public internal(set) var seq: UInt64
+    public let createdAt: Timestamp
+    /// When the task last became dispatchable: dispatch latency counts from here.
+    public internal(set) var readyAt: Timestamp
+    public let type: String
+    public internal(set) var payload: [UInt8]
+    /// The client connection to notify of progress and the outcome.
+    public internal(set) var submitter: PeerID?
+    public let timeoutMs: UInt32
+    public let priority: Priority
+    var stateCode: UInt8
+    /// Dispatches so far (the current attempt's number once running).
+    public internal(set) var attempt: UInt16
+    public let maxAttempts: UInt16
+    /// Failed or timed-out attempts so far (lost workers are counted apart).
+    public internal(set) var failures: UInt16
+    public internal(set) var details: TaskDetails?
+
+    public var state: TaskState {
+        get { TaskState(code: stateCode) }
+        set { stateCode = newValue.code }
+    }
+
+    public init(
+        id: TaskID, seq: UInt64, createdAt: Timestamp, type: String, priority: Priority, payload: [UInt8],
+        timeoutMs: UInt32, maxAttempts: UInt16, state: TaskState = .queued, attempt: UInt16 = 0,
+        failures: UInt16 = 0, submitter: PeerID? = nil, details: TaskDetails? = nil
+    ) {
+        self.id = id
+        self.seq = seq
+        self.createdAt = createdAt
+        self.readyAt = createdAt
+        self.type = type
+        self.priority = priority
+        self.payload = payload
+        self.timeoutMs = timeoutMs
+        self.maxAttempts = maxAttempts
+        self.stateCode = state.code
+        self.attempt = attempt
+        self.failures = failures
+        self.submitter = submitter
+        self.details = details
+    }
+
+    /// The mutable details, created on first write.
+    mutating func detailsForWriting() -> TaskDetails {
+        if let d = details { return d }
+        let d = TaskDetails()
+        details = d
+        return d
+    }
+}
+
+/// The part of a task that only some tasks need. A class so that the record
+/// stays small; owned by the scheduler's thread, like the record itself.
+public final class TaskDetails: @unchecked Sendable {
+    public var worker: String?
+    var workerPeer: PeerID?
+    public var startedAt: Timestamp?
+    public var finishedAt: Timestamp?
+    public var progressPercent: UInt8?
+    public var progressMessage: String?
+    public var result: [UInt8]?
+    public var error: String?
+    public var idempotencyKey: String?
+    public var runAt: Timestamp?
+    public var backoffMs: UInt32 = 1000
+    public var backoffMaxMs: UInt32 = 300_000
+    /// Dispatches lost with their worker (bounded by `maxDeliveries`).
+    public var lostDeliveries: UInt16 = 0
+    /// In the dead-letter set: final after its last failed attempt, until retried or purged.
+    public var dead = false
+
+    public init() {}
+}

@@ -1,0 +1,35 @@
+/// What a client asks for when it submits: validated by the codec or the
+/// gateway before it reaches the scheduler.
+public struct TaskSpec: Sendable, Equatable {
+    public var type: String
+    public var priority: Priority
+    public var payload: [UInt8]
+    /// nil: the broker's default timeout.
+    public var timeoutMs: UInt32?
+    /// Failed or timed-out attempts allowed before the task is final.
+    public var maxAttempts: UInt16
+    public var idempotencyKey: String?
+    /// When the task becomes due (absolute); nil: now.
+    public var runAt: Timestamp?
+    /// Relative delay, resolved against `now` at submission.
+    public var delayMs: Int64?
+    public var backoffMs: UInt32
+    public var backoffMaxMs: UInt32
+
+    public init(
+        type: String, priority: Priority = .normal, payload: [UInt8] = [], timeoutMs: UInt32? = nil,
+        maxAttempts: UInt16 = 1, idempotencyKey: String? = nil, runAt: Timestamp? = nil, delayMs: Int64? = nil,
+        backoffMs: UInt32 = 1000, backoffMaxMs: UInt32 = 300_000
+    ) {
+        self.type = type
+        self.priority = priority
+        self.payload = payload
+        self.timeoutMs = timeoutMs
+        self.maxAttempts = maxAttempts
+        self.idempotencyKey = idempotencyKey
+        self.runAt = runAt
+        self.delayMs = delayMs
+        self.backoffMs = backoffMs
+        self.backoffMaxMs = backoffMaxMs
+    }
+}

@@ -1,0 +1,121 @@
+import ConveyorCore
+
+/// What a client sends the broker (proto/conveyor-protocol.md, "Client protocol").
+/// Every request carries a client-chosen `requestID`, echoed in its reply.
+public enum ClientRequest: Equatable, Sendable {
+    case submit(requestID: [UInt8], spec: TaskSpec)
+    case status(requestID: [UInt8], id: TaskID)
+    case cancel(requestID: [UInt8], id: TaskID)
+    case stats(requestID: [UInt8])
+    case tasks(requestID: [UInt8], limit: Int)
+    case ping(requestID: [UInt8])
+    case dead(requestID: [UInt8], action: DeadAction)
+
+    public enum DeadAction: Equatable, Sendable {
+        case list(limit: Int)
+        case retry(TaskID)
+        /// nil: purge all.
+        case purge(TaskID?)
+    }
+
+    public var requestID: [UInt8] {
+        switch self {
+        case .submit(let r, _), .status(let r, _), .cancel(let r, _), .stats(let r), .tasks(let r, _), .ping(let r), .dead(let r, _): r
+        }
+    }
+
+    public static let maxRequestIDBytes = 64
+    public static let maxTimeoutMs: UInt64 = 604_800_000
+
+    public func encode() -> [[UInt8]] {
+        let h = Frames.clientHeader
+        switch self {
+        case .submit(let r, let s):
+            var f: [[UInt8]] = [h, Array("SUBMIT".utf8), r, Array(s.type.utf8), [48 + s.priority.rawValue],
+                                s.timeoutMs.map { Frames.ascii($0) } ?? [], s.payload]
+            if s.maxAttempts != 1 { f.append(Array("max_attempts=\(s.maxAttempts)".utf8)) }
+            if let k = s.idempotencyKey { f.append(Array("idempotency_key=\(k)".utf8)) }
+            if let d = s.delayMs { f.append(Array("delay_ms=\(d)".utf8)) }
+            if let at = s.runAt { f.append(Array("run_at_ms=\(at / 1000)".utf8)) }
+            if s.backoffMs != 1000 { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
+            if s.backoffMaxMs != 300_000 { f.append(Array("backoff_max_ms=\(s.backoffMaxMs)".utf8)) }
+            return f
+        case .status(let r, let id): return [h, Array("STATUS".utf8), r, id.bytes]
+        case .cancel(let r, let id): return [h, Array("CANCEL".utf8), r, id.bytes]
+        case .stats(let r): return [h, Array("STATS".utf8), r]
+        case .tasks(let r, let limit): return [h, Array("TASKS".utf8), r, Frames.ascii(limit)]
+        case .ping(let r): return [h, Array("PING".utf8), r]
+        case .dead(let r, let a):
+            switch a {
+            case .list(let limit): return [h, Array("DEAD".utf8), r, Array("list".utf8), Frames.ascii(limit)]
+            case .retry(let id): return [h, Array("DEAD".utf8), r, Array("retry".utf8), id.bytes]
+            case .purge(let id): return [h, Array("DEAD".utf8), r, Array("purge".utf8), id?.bytes ?? []]
+            }
+        }
+    }
+
+    public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientRequest {
+        try Frames.checkHeader(frames, Frames.clientHeader)
+        guard frames.count >= 3 else { throw .bad("a request needs at least 3 frames: header, command, request_id") }
+        let rid = frames[2]
+        guard rid.count <= maxRequestIDBytes else { throw .bad("request_id is longer than \(maxRequestIDBytes) bytes") }
+        let command = frames[1]
+        switch Frames.string(command) {
+        case "SUBMIT":
+            guard frames.count >= 7 else { throw .bad("SUBMIT takes at least 7 frames, got \(frames.count)", rid) }
+            var spec = TaskSpec(type: try Frames.taskType(frames[3], rid), priority: try Frames.priority(frames[4], rid), payload: frames[6])
+            if !frames[5].isEmpty {
+                spec.timeoutMs = UInt32(try Frames.decimal(frames[5], in: 1...maxTimeoutMs, "timeout_ms", rid))
+            }
+            for option in frames[7...] { try apply(option: option, to: &spec, rid) }
+            return .submit(requestID: rid, spec: spec)
+        case "STATUS":
+            try Frames.expect(frames, count: 4...4, "STATUS", rid)
+            return .status(requestID: rid, id: try Frames.taskID(frames[3], rid))
+        case "CANCEL":
+            try Frames.expect(frames, count: 4...4, "CANCEL", rid)
+            return .cancel(requestID: rid, id: try Frames.taskID(frames[3], rid))
+        case "STATS":
+            try Frames.expect(frames, count: 3...3, "STATS", rid)
+            return .stats(requestID: rid)
+        case "TASKS":
+            try Frames.expect(frames, count: 3...4, "TASKS", rid)
+            let limit = frames.count == 4 && !frames[3].isEmpty ? Int(try Frames.decimal(frames[3], in: 0...10_000, "limit", rid)) : 100
+            return .tasks(requestID: rid, limit: limit)
+        case "PING":
+            try Frames.expect(frames, count: 3...3, "PING", rid)
+            return .ping(requestID: rid)
+        case "DEAD":
+            try Frames.expect(frames, count: 4...5, "DEAD", rid)
+            let arg = frames.count == 5 ? frames[4] : []
+            switch Frames.string(frames[3]) {
+            case "list":
+                return .dead(requestID: rid, action: .list(limit: arg.isEmpty ? 100 : Int(try Frames.decimal(arg, in: 0...10_000, "limit", rid))))
+            case "retry": return .dead(requestID: rid, action: .retry(try Frames.taskID(arg, rid)))
+            case "purge": return .dead(requestID: rid, action: .purge(arg.isEmpty ? nil : try Frames.taskID(arg, rid)))
+            default: throw .bad("DEAD action must be list, retry or purge", rid)
+            }
+        default:
+            throw ProtocolError("unknown_command", "unknown client command '\(Frames.printable(command))'", requestID: rid)
+        }
+    }
+
+    private static func apply(option: [UInt8], to spec: inout TaskSpec, _ rid: [UInt8]) throws(ProtocolError) {
+        guard let eq = option.firstIndex(of: UInt8(ascii: "=")) else {
+            throw .bad("option frames are key=value, got '\(Frames.printable(option))'", rid)
+        }
+        let key = Frames.string(Array(option[..<eq]))
+        let value = Array(option[(eq + 1)...])
+        switch key {
+        case "max_attempts": spec.maxAttempts = UInt16(try Frames.decimal(value, in: 1...100, "max_attempts", rid))
+        case "idempotency_key":
+            guard (1...128).contains(value.count) else { throw .bad("idempotency_key must be 1-128 bytes", rid) }
+            spec.idempotencyKey = Frames.string(value)
+        case "delay_ms": spec.delayMs = Int64(try Frames.decimal(value, in: 0...31_536_000_000, "delay_ms", rid))
+        case "run_at_ms": spec.runAt = Int64(try Frames.decimal(value, in: 0...4_102_444_800_000, "run_at_ms", rid)) * 1000
+        case "backoff_ms": spec.backoffMs = UInt32(try Frames.decimal(value, in: 0...86_400_000, "backoff_ms", rid))
+        case "backoff_max_ms": spec.backoffMaxMs = UInt32(try Frames.decimal(value, in: 0...86_400_000, "backoff_max_ms", rid))
+        default: throw .bad("unknown option '\(Frames.printable(Array(option[..<eq])))'", rid)
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import ConveyorCore
+import ConveyorProtocol
+import Logging
+import ZeroMQ
+
+/// A worker process's runtime: one thread owns the DEALER socket to the
+/// broker; handlers run on a `HandlerPool` and report back through a
+/// `Mailbox`, so the socket never leaves its thread.
+///
+/// It registers, heartbeats even while tasks run, and when the broker goes
+/// silent it reconnects with backoff (1 s doubling to 32 s) and registers
+/// again, so a restarted broker gets its workers back by itself.
+public final class Worker: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var brokerEndpoint: String
+        public var name: String
+        /// Empty: any type.
+        public var types: [String] = []
+        public var concurrency = 1
+        public var heartbeatIntervalMs: Int64 = 1000
+        public var heartbeatLiveness: Int64 = 3
+        /// On shutdown, how long running tasks may take to finish before they are returned.
+        public var graceMs: Int64 = 5000
+        /// Stop after this many tasks (benchmarks and tests); nil: run forever.
+        public var maxTasks: Int?
+
+        public init(brokerEndpoint: String, name: String) {
+            self.brokerEndpoint = brokerEndpoint
+            self.name = name
+        }
+    }
+
+    enum Note: Sendable {
+        case progress(TaskID, UInt16, UInt8?, String)
+        case finished(TaskID, UInt16, Result<[UInt8], TaskFailure>)
+        case stop
+    }
+
+    private let options: Options
+    private let handler: any TaskHandler
+    private let context: ZMQContext
+    private let logger: Logger
+    private let mailbox = Mailbox<Note>()
+    private let pool: HandlerPool
+
+    // Owned by the socket thread.
+    private var socket: ZMQSocket?
+    private var running: [TaskID: (attempt: UInt16, context: TaskContext)] = [:]
+    private var lastHeard: Int64 = 0
+    private var lastSent: Int64 = 0
+    private var backoffMs: Int64 = 1000
+    private var reconnectAt: Int64?
+    private var registeredOK = false
+    private var stopping = false
+    private var stopDeadline: Int64 = 0
+    private var completed = 0
+
+    public init(options: Options, handler: any TaskHandler, context: ZMQContext, logger: Logger) {
+        self.options = options
+        self.handler = handler
+        self.context = context
+        self.logger = logger
+        pool = HandlerPool(threads: options.concurrency)
+    }
+
+    /// Graceful stop, from any thread: take no new tasks, let running ones
+    /// finish within the grace period, return the rest, then leave.
+    public func requestStop() { mailbox.post(.stop) }
+
+    /// Runs until stopped (or `maxTasks` done). Blocks the calling thread.
+    public func run() throws {
+        try connect()
+        while true {
+            let now = monotonicMs()
+            var poller = ZMQPoller()
+            let iMail = poller.add(fd: mailbox.pollFD)
+            let iSock = socket.map { poller.add($0) }
+            let ready = try poller.poll(timeoutMs: Int(max(0, min(options.heartbeatIntervalMs, (reconnectAt ?? now + 1000) - now))))
+            if ready[iMail] { for note in mailbox.drain() { handle(note) } }
+            if let i = iSock, ready[i] { try readBroker() }
+            let t = monotonicMs()
+            if let at = reconnectAt, t >= at { try connect() }
+            if socket != nil {
+                if t - lastSent >= options.heartbeatIntervalMs { send(.heartbeat) }
+                if t - lastHeard > options.heartbeatIntervalMs * options.heartbeatLiveness {
+                    logger.warning("broker silent; reconnecting", metadata: ["after_ms": "\(backoffMs)"])
+                    scheduleReconnect()
+                }
+            }
+            if stopping {
+                if running.isEmpty || t >= stopDeadline { break }
+            } else if let max = options.maxTasks, completed >= max {
+                break
+            }
+        }
+        leave()
+    }
+
+    // MARK: Connection
+
+    private func connect() throws {
+        socket?.close()
+        let s = try context.socket(.dealer)
+        try s.setMaxMessageSize(64 * 1024 * 1024)
+        try s.connect(options.brokerEndpoint)
+        socket = s
+        reconnectAt = nil
+        registeredOK = false
+        let now = monotonicMs()
+        lastHeard = now
+        send(.ready(name: options.name, types: options.types, capacity: options.concurrency))
+        if stopping { send(.drain) }
+        logger.info("registering with broker", metadata: ["broker": "\(options.brokerEndpoint)", "name": "\(options.name)"])
+    }
+
+    private func scheduleReconnect() {
+        socket?.close()
+        socket = nil
+        reconnectAt = monotonicMs() + backoffMs
+        backoffMs = min(backoffMs * 2, 32_000)
+    }
+
+    private func send(_ m: WorkerMessage) {
+        guard let s = socket else { return }
+        do {
+            _ = try s.send(m.encode(), dontWait: true)
+            lastSent = monotonicMs()
+        } catch {
+            logger.debug("send failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Broker messages
+
+    private func readBroker() throws {
+        guard let s = socket else { return }
+        for _ in 0..<256 {
+            guard let frames = try s.receive(dontWait: true) else { return }
+            lastHeard = monotonicMs()
+            if !registeredOK {
+                registeredOK = true
+                backoffMs = 1000
+            }
+            let message: BrokerToWorker
+            do { message = try BrokerToWorker.decode(frames) } catch {
+                logger.warning("malformed message from broker", metadata: ["error": "\(error)"])
+                continue
+            }
+            switch message {
+            case .heartbeat: break
+            case .task(let id, let attempt, let type, let priority, let timeoutMs, let payload):
+                start(WorkerTask(id: id, attempt: attempt, type: type, priority: priority, timeoutMs: timeoutMs, payload: payload))
+            case .cancel(let id, let attempt, let reason):
+                if let r = running[id], r.attempt == attempt {
+                    logger.info("cancelling task", metadata: ["task": "\(id)", "reason": "\(reason)"])
+                    running[id] = nil
+                    r.context.cancel(reason: reason)
+                }
+            case .disconnect:
+                logger.info("broker asked us to reconnect")
+                backoffMs = 1000
+                scheduleReconnect()
+                reconnectAt = monotonicMs() + 100
+                return
+            }
+        }
+    }
+
+    private func start(_ task: WorkerTask) {
+        if stopping {
+            send(.returned(id: task.id, attempt: task.attempt))
+            return
+        }
+        let mailbox = self.mailbox
+        let ctx = TaskContext { p, m in mailbox.post(.progress(task.id, task.attempt, p, m)) }
+        running[task.id] = (task.attempt, ctx)
+        logger.debug("task started", metadata: ["task": "\(task.id)", "type": "\(task.type)", "attempt": "\(task.attempt)"])
+        let handler = self.handler
+        pool.submit {
+            let outcome: Result<[UInt8], TaskFailure>
+            do { outcome = .success(try handler.handle(task, context: ctx)) } catch let f as TaskFailure {
+                outcome = .failure(f)
+            } catch {
+                outcome = .failure(TaskFailure("\(error)"))
+            }
+            mailbox.post(.finished(task.id, task.attempt, outcome))
+        }
+    }
+
+    // MARK: Handler notes
+
+    private func handle(_ note: Note) {
+        switch note {
+        case .progress(let id, let attempt, let p, let m):
+            if running[id]?.attempt == attempt { send(.progress(id: id, attempt: attempt, percent: p, message: m)) }
+        case .finished(let id, let attempt, let outcome):
+            // A cancelled task was already forgotten: the broker expects nothing more.
+            guard running[id]?.attempt == attempt else { return }
+            running[id] = nil
+            completed += 1
+            switch outcome {
+            case .success(let r): send(.done(id: id, attempt: attempt, result: r))
+            case .failure(let f): send(.fail(id: id, attempt: attempt, error: f.description))
+            }
+        case .stop:
+            guard !stopping else { return }
+            stopping = true
+            stopDeadline = monotonicMs() + options.graceMs
+            logger.info("stopping: taking no new tasks", metadata: ["running": "\(running.count)", "grace_ms": "\(options.graceMs)"])
+            send(.drain)
+        }
+    }
+
+    private func leave() {
+        for (id, r) in running {
+            logger.info("returning unfinished task", metadata: ["task": "\(id)"])
+            r.context.cancel(reason: "cancelled")
+            send(.returned(id: id, attempt: r.attempt))
+        }
+        running.removeAll()
+        send(.disconnect)
+        // Let the last messages leave before the socket closes.
+        try? socket?.setLinger(ms: 2000)
+        socket?.close()
+        socket = nil
+        logger.info("worker stopped", metadata: ["completed": "\(completed)"])
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import ConveyorBroker
+import ConveyorCore
+import ConveyorJournal
+import Foundation
+import ZeroMQ
+
+struct BrokerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "broker",
+        abstract: "Run the broker: the priority queue, dispatch to workers, the event stream.",
+        discussion: "Prints one line 'conveyor broker ready clients=… workers=… events=…' on stdout once bound (use port * or 0 for an ephemeral port)."
+    )
+
+    @Option(help: "Client ROUTER endpoint (env CONVEYOR_CLIENTS_ENDPOINT).") var clients: String?
+    @Option(help: "Worker ROUTER endpoint (env CONVEYOR_WORKERS_ENDPOINT).") var workers: String?
+    @Option(help: "Event XPUB endpoint (env CONVEYOR_EVENTS_ENDPOINT).") var events: String?
+    @Option(help: "Tasks running at once across all workers (env MAX_CONCURRENT_ANALYSIS_TASKS, default 3).") var maxRunning: Int?
+    @Option(help: "Queued tasks before submissions are rejected (env ANALYSIS_QUEUE_MAX_SIZE, default 100).") var maxQueue: Int?
+    @Option(help: "Default task timeout in seconds (env ANALYSIS_TASK_TIMEOUT, default 3600).") var taskTimeout: Int?
+    @Option(help: "Dispatches a task may lose with dying workers before it fails worker_lost (default 3).") var maxDeliveries: Int?
+    @Option(help: "Comma-separated task types to accept; others are rejected unknown_type (env CONVEYOR_TASK_TYPES; default any).") var types: String?
+    @Option(help: "Largest payload in bytes (env CONVEYOR_MAX_PAYLOAD_BYTES, default 10485760).") var maxPayload: Int?
+    @Option(help: "Journal directory (env CONVEYOR_DATA_DIR, default ./data).") var dataDir: String?
+    @Option(help: "fsync (default), batch or none (env CONVEYOR_DURABILITY).") var durability: String?
+    @Option(help: "Seconds finished tasks keep their results (env CONVEYOR_RESULT_TTL, default 86400).") var resultTTL: Int64?
+    @OptionGroup var heartbeat: HeartbeatOptions
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        var config = BrokerConfig()
+        config.clientsEndpoint = try validateEndpoint(clients ?? env("CONVEYOR_CLIENTS_ENDPOINT") ?? config.clientsEndpoint, "--clients")
+        config.workersEndpoint = try validateEndpoint(workers ?? env("CONVEYOR_WORKERS_ENDPOINT") ?? config.workersEndpoint, "--workers")
+        config.eventsEndpoint = try validateEndpoint(events ?? env("CONVEYOR_EVENTS_ENDPOINT") ?? config.eventsEndpoint, "--events")
+        var s = SchedulerConfig()
+        s.maxRunning = try setting(maxRunning, "MAX_CONCURRENT_ANALYSIS_TASKS", 3, range: 1...100_000)
+        s.maxQueue = try setting(maxQueue, "ANALYSIS_QUEUE_MAX_SIZE", 100, range: 0...100_000_000)
+        s.defaultTimeoutMs = UInt32(try setting(taskTimeout, "ANALYSIS_TASK_TIMEOUT", 3600, range: 1...604_800)) * 1000
+        s.maxDeliveries = UInt16(try setting(maxDeliveries, "CONVEYOR_MAX_DELIVERIES", 3, range: 1...1000))
+        s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024, range: 0...256 * 1024 * 1024)
+        s.resultTTLSeconds = try setting(resultTTL, "CONVEYOR_RESULT_TTL", 86_400, range: 1...31_536_000)
+        s.heartbeatIntervalMs = try heartbeat.interval
+        s.heartbeatLiveness = try heartbeat.liveness
+        if let list = types ?? env("CONVEYOR_TASK_TYPES") {
+            let set = Set(list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+            guard !set.isEmpty else { throw ValidationError("--types needs at least one type") }
+            s.allowedTypes = set
+        }
+        config.scheduler = s
+        config.journal.dataDirectory = dataDir ?? env("CONVEYOR_DATA_DIR") ?? "./data"
+        let mode = durability ?? env("CONVEYOR_DURABILITY") ?? "fsync"
+        guard let d = JournalConfig.Durability(rawValue: mode) else {
+            throw ValidationError("--durability must be fsync, batch or none, got '\(mode)'")
+        }
+        config.journal.durability = d
+
+        let logger = try logging.bootstrap("conveyor.broker")
+        let context = ZMQContext()
+        let journal: (any TaskJournal)?
+        do {
+            journal = try SQLiteJournal.open(config.journal)
+        } catch {
+            logger.critical("cannot open journal: \(error)")
+            throw ExitCode(1)
+        }
+        let broker = Broker(config: config, context: context, journal: journal, logger: logger)
+        let bound: (clients: String, workers: String, events: String)
+        do { bound = try broker.start() } catch {
+            logger.critical("cannot start broker: \(error)")
+            throw ExitCode(1)
+        }
+        emit("conveyor broker ready clients=\(bound.clients) workers=\(bound.workers) events=\(bound.events)")
+        onTerminationSignal { broker.requestStop() }
+        do { try broker.run() } catch {
+            logger.critical("broker loop failed: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
