@@ -99,6 +99,13 @@ let package = Package(
         ),
         .testTarget(name: "ConveyorJournalTests", dependencies: ["ConveyorJournal", "ConveyorCore"]),
         .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "ConveyorGateway", "ConveyorClient", "ConveyorProtocol", "ConveyorCore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["ConveyorClient", "ConveyorProtocol", "ConveyorCore", "ZeroMQ"]
         ),

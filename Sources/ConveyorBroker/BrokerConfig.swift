@@ -1,4 +1,5 @@
 import ConveyorCore
+import ConveyorJournal
 
 /// Everything the broker process is told at start. The CLI fills it from
 /// flags and environment variables.
@@ -10,23 +11,6 @@ public struct BrokerConfig: Sendable {
     /// How often the `stats` event is published.
     public var statsIntervalMs: Int64 = 1000
     public var journal: JournalConfig = .init()
-
-    public init() {}
-}
-
-/// Where and how durably the broker journals tasks.
-public struct JournalConfig: Sendable {
-    public enum Durability: String, Sendable, CaseIterable {
-        /// Acknowledge a task only once its batch is fsynced.
-        case fsync
-        /// Acknowledge once written; fsync on a short interval.
-        case batch
-        /// Memory only: nothing survives a restart.
-        case none
-    }
-
-    public var dataDirectory = "./data"
-    public var durability: Durability = .fsync
 
     public init() {}
 }

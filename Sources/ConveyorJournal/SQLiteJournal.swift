@@ -2,5 +2,6 @@ import ConveyorCore
 
 /// Placeholder until the SQLite journal lands.
 public enum SQLiteJournal {
-    public static func open(_ config: Any) throws -> (any TaskJournal)? { nil }
+    /// nil for durability `none`.
+    public static func open(_ config: JournalConfig) throws -> (any TaskJournal)? { nil }
 }
