@@ -233,6 +233,8 @@ public final class Broker: @unchecked Sendable {
         } catch {
             malformed += 1
             logger.debug("malformed worker message", metadata: ["error": "\(error)"])
+            // An unregistered peer that cannot even say READY is told to start over.
+            if scheduler.worker(peer) == nil { sendToWorker(peer, .disconnect) }
             return
         }
         if case .ready(let name, let types, let capacity) = message {
