@@ -1,2 +1,240 @@
 import ArgumentParser
-struct BenchCommand: ParsableCommand { static let configuration = CommandConfiguration(commandName: "bench") }
+import ConveyorClient
+import ConveyorCore
+import ConveyorProtocol
+import Foundation
+import Histogram
+import ZeroMQ
+
+/// Benchmarks with real processes on loopback: a broker and workers started
+/// as children of this command, one client in this process. Every phase is
+/// bounded in count and in time. Build with `-c release` for real figures.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure end-to-end throughput, dispatch latency and broker memory per queued task."
+    )
+
+    enum Phase: String, ExpressibleByArgument, CaseIterable { case throughput, latency, memory, all }
+
+    @Option(help: "throughput, latency, memory or all.") var phase: Phase = .all
+    @Option(help: "No-op tasks for the throughput phase.") var tasks = 200_000
+    @Option(help: "Tasks in flight at once in the throughput phase.") var window = 4000
+    @Option(help: "Worker processes.") var workers = 2
+    @Option(help: "Concurrency of each worker.") var workerConcurrency = 16
+    @Option(help: "Submissions per second in the latency phase.") var rate = 1000
+    @Option(help: "Seconds of the latency phase.") var seconds = 10
+    @Option(help: "Queued tasks in the memory phase.") var memoryTasks = 1_000_000
+    @Option(help: "Broker durability for the throughput phase: none, batch or fsync.") var durability = "none"
+    @Option(help: "Give up on any phase after this many seconds.") var limit = 300
+
+    func run() throws {
+        let runner = try BenchRunner(workers: workers, concurrency: workerConcurrency, limitSeconds: limit)
+        defer { runner.stopAll() }
+        emit("conveyor bench: \(workers) workers x \(workerConcurrency), libzmq \(ZMQContext.version), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        if phase == .throughput || phase == .all { try runner.throughput(tasks: tasks, window: window, durability: durability) }
+        if phase == .latency || phase == .all { try runner.latency(rate: rate, seconds: seconds) }
+        if phase == .memory || phase == .all { try runner.memory(tasks: memoryTasks) }
+    }
+}
+
+final class BenchRunner {
+    let binary: String
+    let workers: Int
+    let concurrency: Int
+    let limit: Double
+    let context = ZMQContext()
+    let scratch: URL
+    private var children: [Process] = []
+
+    init(workers: Int, concurrency: Int, limitSeconds: Int) throws {
+        binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        self.workers = workers
+        self.concurrency = concurrency
+        limit = Double(limitSeconds)
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("conveyor-bench-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    struct Broker {
+        let process: Process
+        let clients: String
+        let workers: String
+    }
+
+    func startBroker(_ extra: [String]) throws -> Broker {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["broker", "--clients", "tcp://127.0.0.1:*", "--workers", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
+                       "--log-level", "warning", "--max-queue", "2000000", "--max-running", "100000"] + extra
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        children.append(p)
+        var line = Data()
+        let deadline = Date().addingTimeInterval(30)
+        while !line.contains(UInt8(ascii: "\n")) && Date() < deadline {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        func field(_ name: String) throws -> String {
+            guard let part = text.split(separator: " ").first(where: { $0.hasPrefix(name + "=") }) else {
+                throw ValidationError("broker did not start: \(text)")
+            }
+            return String(part.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return Broker(process: p, clients: try field("clients"), workers: try field("workers"))
+    }
+
+    func startWorkers(_ b: Broker) throws {
+        for i in 0..<workers {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["worker", "--broker", b.workers, "--name", "bench-\(i)", "--builtin", "noop",
+                           "--concurrency", "\(concurrency)", "--log-level", "warning"]
+            try p.run()
+            children.append(p)
+        }
+        let c = try BrokerClient(context: context, endpoint: b.clients)
+        defer { c.close() }
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if case .stats(_, let j) = try c.call({ .stats(requestID: $0) }),
+               let o = try JSONSerialization.jsonObject(with: Data(j)) as? [String: Any], (o["workers_connected"] as? Int) == workers { return }
+            usleep(50_000)
+        }
+        throw ValidationError("workers did not register within 30 s")
+    }
+
+    func stop(_ b: Broker) {
+        for p in children where p.isRunning { p.terminate() }
+        for p in children { p.waitUntilExit() }
+        children.removeAll()
+    }
+
+    func stopAll() {
+        for p in children where p.isRunning { p.terminate() }
+        for p in children { p.waitUntilExit() }
+        try? FileManager.default.removeItem(at: scratch)
+    }
+
+    func stats(_ c: BrokerClient) throws -> [String: Any] {
+        guard case .stats(_, let j) = try c.call({ .stats(requestID: $0) }) else { return [:] }
+        return (try JSONSerialization.jsonObject(with: Data(j)) as? [String: Any]) ?? [:]
+    }
+
+    // MARK: Phases
+
+    /// Pipelined no-op tasks: submit → worker → FINISHED back at the client.
+    func throughput(tasks: Int, window: Int, durability: String) throws {
+        let dir = scratch.appendingPathComponent("data-\(durability)").path
+        let b = try startBroker(["--durability", durability, "--data-dir", dir])
+        defer { stop(b) }
+        try startWorkers(b)
+        let c = try BrokerClient(context: context, endpoint: b.clients)
+        defer { c.close() }
+        let spec = TaskSpec(type: "noop", priority: .normal)
+        var submitted = 0, finished = 0, rejected = 0
+        let start = Date()
+        let deadline = start.addingTimeInterval(limit)
+        while finished + rejected < tasks && Date() < deadline {
+            while submitted < tasks && submitted - finished - rejected < window {
+                try c.send(.submit(requestID: [], spec: spec))
+                submitted += 1
+            }
+            guard let r = try c.receive(timeoutMs: 1000) else { continue }
+            switch r {
+            case .finished: finished += 1
+            case .rejected: rejected += 1
+            default: break
+            }
+        }
+        let secs = Date().timeIntervalSince(start)
+        let s = try stats(c)
+        emit(String(format: "throughput[%@]: %d tasks end to end in %.2f s = %.0f tasks/s (rejected %d, broker dispatch p50 %@ ms p99 %@ ms)",
+                    durability, finished, secs, Double(finished) / secs, rejected,
+                    "\((s["dispatch_latency_ms"] as? [String: Any])?["p50"] ?? "?")", "\((s["dispatch_latency_ms"] as? [String: Any])?["p99"] ?? "?")"))
+    }
+
+    /// A fixed, moderate rate: dispatch latency as the broker measures it and
+    /// end-to-end latency as the client sees it.
+    func latency(rate: Int, seconds: Int) throws {
+        let b = try startBroker(["--durability", "none"])
+        defer { stop(b) }
+        try startWorkers(b)
+        let c = try BrokerClient(context: context, endpoint: b.clients)
+        defer { c.close() }
+        var e2e = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+        let total = rate * seconds
+        let interval = 1.0 / Double(rate)
+        var sentAt: [TaskID: UInt64] = [:]
+        var pendingSubmits: [[UInt8]: UInt64] = [:]
+        var sent = 0, done = 0
+        let start = Date()
+        let deadline = start.addingTimeInterval(Double(seconds) + limit)
+        while done < total && Date() < deadline {
+            let due = start.addingTimeInterval(Double(sent) * interval)
+            if sent < total && Date() >= due {
+                let rid = c.nextRequestID()
+                pendingSubmits[rid] = monoNs()
+                try c.send(.submit(requestID: rid, spec: TaskSpec(type: "noop")))
+                sent += 1
+                continue
+            }
+            let waitMs = sent < total ? max(0, Int(due.timeIntervalSinceNow * 1000)) : 1000
+            guard let r = try c.receive(timeoutMs: waitMs) else { continue }
+            switch r {
+            case .accepted(let rid, let id, _):
+                if let t = pendingSubmits.removeValue(forKey: rid) { sentAt[id] = t }
+            case .finished(let id, _, _):
+                if let t = sentAt.removeValue(forKey: id) { _ = e2e.record((monoNs() - t) / 1000) }
+                done += 1
+            default: break
+            }
+        }
+        let s = try stats(c)
+        let d = s["dispatch_latency_ms"] as? [String: Any] ?? [:]
+        emit("latency at \(rate)/s for \(seconds) s: broker dispatch p50 \(d["p50"] ?? "?") ms, p99 \(d["p99"] ?? "?") ms, max \(d["max"] ?? "?") ms (\(d["count"] ?? "?") tasks)")
+        emit(String(format: "latency at %d/s: end to end (submit -> FINISHED at client) p50 %.3f ms, p99 %.3f ms, max %.3f ms",
+                    rate, Double(e2e.valueAtPercentile(50)) / 1000, Double(e2e.valueAtPercentile(99)) / 1000, Double(e2e.max) / 1000))
+    }
+
+    /// Broker RSS growth for `tasks` queued no-op tasks with empty payloads.
+    func memory(tasks: Int) throws {
+        let b = try startBroker(["--durability", "none"])
+        defer { stop(b) }
+        let c = try BrokerClient(context: context, endpoint: b.clients)
+        defer { c.close() }
+        _ = try stats(c)
+        let before = rssBytes(b.process.processIdentifier)
+        var sent = 0, acked = 0
+        let deadline = Date().addingTimeInterval(limit)
+        while acked < tasks && Date() < deadline {
+            while sent < tasks && sent - acked < 5000 {
+                try c.send(.submit(requestID: [], spec: TaskSpec(type: "noop", priority: Priority(rawValue: UInt8(sent % 4)) ?? .normal)))
+                sent += 1
+            }
+            if let r = try c.receive(timeoutMs: 1000), case .accepted = r { acked += 1 }
+        }
+        let queued = try stats(c)["queue_size"] as? Int ?? 0
+        let after = rssBytes(b.process.processIdentifier)
+        emit(String(format: "memory: %d queued tasks, broker RSS %.1f MiB -> %.1f MiB = %.0f bytes per queued task",
+                    queued, Double(before) / 1_048_576, Double(after) / 1_048_576, Double(after - before) / Double(max(1, queued))))
+    }
+}
+
+func rssBytes(_ pid: Int32) -> Int {
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    }
+    return 0
+}
+
+func monoNs() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
