@@ -358,7 +358,7 @@ public final class Broker: @unchecked Sendable {
         }
         switch e {
         case .queued(let id, let pos):
-            logger.debug("task queued", metadata: ["task": "\(id)", "type": "\(t?.type ?? "")", "priority": "\(t?.priority.name ?? "")",
+            logger.info("task queued", metadata: ["task": "\(id)", "type": "\(t?.type ?? "")", "priority": "\(t?.priority.name ?? "")",
                                                    "queue": "\(scheduler.queueSize)/\(config.scheduler.maxQueue)"])
             pub("task.queued", id) { $0.field("queue_position", pos) }
         case .delayed(let id, let at):
@@ -367,12 +367,12 @@ public final class Broker: @unchecked Sendable {
             pub("task.queued", id) { $0.field("queue_position", self.scheduler.queueSize - 1) }
         case .started(let id, _, let worker, let lat):
             latency.record(UInt64(max(0, lat)))
-            logger.debug("task dispatched", metadata: ["task": "\(id)", "worker": "\(worker)", "remaining": "\(scheduler.queueSize)"])
+            logger.info("task dispatched", metadata: ["task": "\(id)", "worker": "\(worker)", "remaining": "\(scheduler.queueSize)"])
             pub("task.started", id) { $0.field("worker", worker) }
         case .progress(let id, _, let p, let m):
             pub("task.progress", id) { $0.field("percent", p.map { Int($0) }); $0.field("message", m) }
         case .succeeded(let id, let d):
-            logger.debug("task finished", metadata: ["task": "\(id)", "outcome": "succeeded", "ms": "\(d / 1000)"])
+            logger.info("task finished", metadata: ["task": "\(id)", "outcome": "succeeded", "ms": "\(d / 1000)"])
             pub("task.succeeded", id) { $0.field("duration_ms", d / 1000); $0.field("result_size", t?.details?.result?.count ?? 0) }
         case .failed(let id, let err, let d):
             logger.info("task finished", metadata: ["task": "\(id)", "outcome": "failed", "ms": "\(d / 1000)", "error": "\(err.prefix(200))"])
