@@ -147,7 +147,12 @@ public final class Broker: @unchecked Sendable {
         } catch {
             malformed += 1
             logger.debug("malformed client message", metadata: ["error": "\(error)"])
-            reply(peer, .error(requestID: error.requestID ?? [], code: error.code, message: error.message))
+            // A SUBMIT is always answered ACCEPTED or REJECTED, so clients need one code path.
+            if frames.count > 2 && frames[2] == Array("SUBMIT".utf8) && error.code == "bad_request" {
+                reply(peer, .rejected(requestID: error.requestID ?? [], code: error.code, message: error.message))
+            } else {
+                reply(peer, .error(requestID: error.requestID ?? [], code: error.code, message: error.message))
+            }
             return
         }
         switch request {

@@ -155,7 +155,7 @@ final class DispatchTests: ClusterTestCase {
         try raw.connect(cluster.clients)
         try raw.send([Array("CVYC01".utf8), Array("SUBMIT".utf8), Array("r1".utf8), Array("bad type!".utf8), [49], [], []])
         let reply = try XCTUnwrap(try raw.receive())
-        XCTAssertEqual(reply.map { String(decoding: $0, as: UTF8.self) }.prefix(4), ["CVYC01", "ERROR", "r1", "bad_request"])
+        XCTAssertEqual(reply.map { String(decoding: $0, as: UTF8.self) }.prefix(4), ["CVYC01", "REJECTED", "r1", "bad_request"])
         try raw.send([Array("CVYC99".utf8), Array("PING".utf8), Array("r2".utf8)])
         let v = try XCTUnwrap(try raw.receive())
         XCTAssertEqual(String(decoding: v[3], as: UTF8.self), "unsupported_version")
