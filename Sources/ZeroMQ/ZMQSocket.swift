@@ -82,6 +82,9 @@ public final class ZMQSocket {
     public func setSendTimeout(ms: Int32) throws(ZMQError) { try setOption(ZMQ_SNDTIMEO, ms) }
     public func setLinger(ms: Int32) throws(ZMQError) { try setOption(ZMQ_LINGER, ms) }
     public func setRoutingID(_ id: [UInt8]) throws(ZMQError) { try setOption(ZMQ_ROUTING_ID, bytes: id) }
+    /// Queues messages only on completed connections, so a send while the peer is
+    /// unreachable fails at once (EAGAIN) instead of waiting for a reconnect.
+    public func setImmediate(_ on: Bool = true) throws(ZMQError) { try setOption(ZMQ_IMMEDIATE, on ? 1 : 0) }
     public func subscribe(_ prefix: [UInt8]) throws(ZMQError) { try setOption(ZMQ_SUBSCRIBE, bytes: prefix) }
     public func subscribe(_ prefix: String) throws(ZMQError) { try subscribe(Array(prefix.utf8)) }
     /// Makes `reconnect` attempts start fast and back off, as a worker should.
