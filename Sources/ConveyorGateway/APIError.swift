@@ -1,0 +1,96 @@
+import ConveyorClient
+import ConveyorProtocol
+import Hummingbird
+
+/// Every failure the REST API reports, as `{"error_type", "message", "field"?}`.
+///
+/// Why one type: web apps branch on `error_type` (e.g. `queue_full` → retry
+/// later), so every route must answer errors in the same JSON shape with a
+/// stable code, and a 400 must name the field at fault.
+public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConvertible {
+    public let status: HTTPResponse.Status
+    public let type: String
+    public let message: String
+    public let field: String?
+    public var headers: HTTPFields
+
+    public init(_ status: HTTPResponse.Status, _ type: String, _ message: String, field: String? = nil, headers: HTTPFields = [:]) {
+        self.status = status
+        self.type = type
+        self.message = message
+        self.field = field
+        self.headers = headers
+    }
+
+    public var description: String { "\(status.code) \(type): \(message)" }
+
+    public var json: [UInt8] {
+        var w = JSONWriter()
+        w.field("error_type", type)
+        w.field("message", message)
+        if let field { w.field("field", field) }
+        return w.finish()
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var h = headers
+        h[.contentType] = "application/json"
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(bytes: json)))
+    }
+
+    // MARK: Common errors
+
+    public static func badRequest(_ message: String, field: String?) -> APIError {
+        APIError(.badRequest, "bad_request", message, field: field)
+    }
+
+    public static func unauthorized() -> APIError {
+        APIError(.unauthorized, "unauthorized", "a valid API token is required: send 'Authorization: Bearer <token>'",
+                 headers: [.wwwAuthenticate: "Bearer realm=\"conveyor\""])
+    }
+
+    public static func payloadTooLarge(limit: Int) -> APIError {
+        APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(limit) bytes")
+    }
+
+    public static func notFound(_ message: String) -> APIError {
+        APIError(.notFound, "not_found", message)
+    }
+
+    /// The broker cannot be reached or did not answer: 503 with a retry hint.
+    public static func brokerUnavailable(_ error: any Error, endpoint: String) -> APIError {
+        let detail: String
+        switch error {
+        case ClientError.notConnected: detail = "the broker at \(endpoint) is not reachable"
+        case ClientError.timeout(_, let ms): detail = "the broker at \(endpoint) did not answer within \(ms) ms"
+        default: detail = "the broker at \(endpoint) failed: \(error)"
+        }
+        return APIError(.serviceUnavailable, "broker_unavailable", detail + "; try again shortly", headers: [.retryAfter: "1"])
+    }
+
+    /// An answer the gateway does not expect from the broker.
+    public static func unexpected(_ reply: ClientReply) -> APIError {
+        switch reply {
+        case .error(_, let code, let message):
+            return fromBroker(code: code, message: message)
+        default:
+            return APIError(.badGateway, "bad_gateway", "unexpected reply from the broker")
+        }
+    }
+
+    /// Maps a broker ERROR/REJECTED code (proto §10) to an HTTP answer.
+    public static func fromBroker(code: String, message: String) -> APIError {
+        switch code {
+        case "queue_full":
+            return APIError(.serviceUnavailable, "queue_full", "the queue is full (\(message)); retry later", headers: [.retryAfter: "5"])
+        case "shutting_down":
+            return APIError(.serviceUnavailable, "shutting_down", "the broker is shutting down; retry later", headers: [.retryAfter: "5"])
+        case "payload_too_large": return APIError(.contentTooLarge, "payload_too_large", message)
+        case "unknown_type": return APIError(.badRequest, "unknown_type", message, field: "type")
+        case "not_found": return APIError(.notFound, "not_found", message)
+        case "not_cancellable": return APIError(.conflict, "not_cancellable", message)
+        case "bad_request": return APIError(.badRequest, "bad_request", message)
+        default: return APIError(.badGateway, code.isEmpty ? "bad_gateway" : code, message)
+        }
+    }
+}

@@ -1,0 +1,380 @@
+import ConveyorClient
+import ConveyorCore
+import ConveyorProtocol
+import Hummingbird
+import HTTPTypes
+import HummingbirdWebSocket
+import Logging
+import ServiceLifecycle
+
+/// The HTTP gateway: the REST API web apps call, turned into broker requests
+/// (proto/openapi.yaml documents every route), plus live task streams (SSE and
+/// WebSocket), Prometheus metrics and the dashboard.
+///
+/// Why a class over a `BrokerTransport`: the routes hold no state of their own
+/// — every answer comes fresh from the broker — so the same routes run against
+/// the real `AsyncBrokerClient` in production and a scripted fake in router tests.
+public final class Gateway: Sendable {
+    public let config: GatewayConfig
+    public let transport: any BrokerTransport
+    public let metrics: GatewayMetrics
+    public let monitor: EventMonitor
+    public let tokens: APITokens
+    let dashboard: ByteBuffer
+
+    public init(config: GatewayConfig, transport: any BrokerTransport, metrics: GatewayMetrics = GatewayMetrics()) {
+        self.config = config
+        self.transport = transport
+        self.metrics = metrics
+        self.monitor = EventMonitor(transport: transport, metrics: metrics)
+        self.tokens = APITokens(config.apiTokens)
+        self.dashboard = ByteBuffer(bytes: DashboardPage.load())
+    }
+
+    // MARK: Application
+
+    /// The HTTP server with WebSocket upgrade on `/ws/{task_id}`, and the event
+    /// monitor as a service beside it. `onListening(host, port)` runs once the
+    /// socket is bound (with the real port when `config.port` is 0).
+    public func makeApplication(logger: Logger, onListening: @escaping @Sendable (String, Int) -> Void) -> some ApplicationProtocol {
+        let host = config.host
+        let port = config.port
+        var app = Application(
+            router: makeRouter(),
+            server: .http1WebSocketUpgrade(webSocketRouter: makeWebSocketRouter()),
+            configuration: .init(address: .hostname(host, port: port), serverName: "conveyor-gateway"),
+            onServerRunning: { channel in onListening(host, channel.localAddress?.port ?? port) },
+            logger: logger
+        )
+        app.addServices(monitor)
+        return app
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: open streams
+    /// get `shutdownGraceSeconds` to end before they are cancelled.
+    public func run(logger: Logger, shutdownGraceSeconds: Int = 5, onListening: @escaping @Sendable (String, Int) -> Void) async throws {
+        let app = makeApplication(logger: logger, onListening: onListening)
+        var c = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        c.maximumGracefulShutdownDuration = .seconds(shutdownGraceSeconds)
+        c.maximumCancellationDuration = .seconds(2)
+        try await ServiceGroup(configuration: c).run()
+    }
+
+    /// Every HTTP route. `GET /ws/{task_id}` is here too, for plain HTTP requests
+    /// to it: they get the error they would have had, or 426.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: HTTPMetricsMiddleware(metrics: metrics))
+
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
+                     body: .init(byteBuffer: self.dashboard))
+        }
+        router.get("/healthz") { _, _ in try await self.healthz() }
+        router.get("/metrics") { _, _ in await self.metricsPage() }
+        router.get("/api/queue/stats") { _, _ in try await self.queueStats() }
+        router.get("/api/queue/tasks") { req, _ in
+            try self.authorize(req)
+            return try await self.queueTasks(limit: try Self.limit(req))
+        }
+        router.get("/api/dashboard") { req, _ in
+            try self.authorize(req)
+            return Self.json(self.monitor.dashboardJSON())
+        }
+
+        // Submissions.
+        router.post("/api/tasks") { req, _ in
+            try self.authorize(req)
+            let body = try await self.readBody(req)
+            return try await self.submit(try self.counting { try SubmissionParser.generic(body: body, idempotencyHeader: Self.idempotencyHeader(req)) })
+        }
+        router.post("/summarize") { req, _ in
+            try self.authorize(req)
+            let p = try self.counting { try SubmissionParser.priority(query: req.uri.queryParameters.get("priority")) }
+            let body = try await self.readBody(req)
+            return try await self.submit(try self.counting {
+                try SubmissionParser.summarize(body: body, priority: p, idempotencyHeader: Self.idempotencyHeader(req))
+            })
+        }
+        for (path, type) in [("/analyze-pdf", SubmissionParser.pdfType), ("/analyze-document", SubmissionParser.documentType)] {
+            router.post(RouterPath(path)) { req, _ in
+                try self.authorize(req)
+                let p = try self.counting { try SubmissionParser.priority(query: req.uri.queryParameters.get("priority")) }
+                let body = try await self.readBody(req)
+                return try await self.submit(try self.counting {
+                    try SubmissionParser.document(type: type, body: body, contentType: req.headers[.contentType], priority: p,
+                                                  idempotencyHeader: Self.idempotencyHeader(req))
+                })
+            }
+        }
+
+        // One task.
+        router.get("/api/tasks/{id}/status") { req, ctx in
+            try self.authorize(req)
+            return Self.json(try await self.fetchStatus(try Self.taskID(ctx)))
+        }
+        router.delete("/api/tasks/{id}") { req, ctx in
+            try self.authorize(req)
+            return try await self.cancel(try Self.taskID(ctx))
+        }
+        router.get("/api/tasks/{id}/stream") { req, ctx in
+            try self.authorize(req, allowQueryToken: true)
+            return try await self.sse(try Self.taskID(ctx))
+        }
+        // Only reached without a WebSocket handshake (upgrades go to the WebSocket router).
+        router.get("/ws/{id}") { req, ctx -> Response in
+            try self.authorize(req, allowQueryToken: true)
+            let id = try Self.taskID(ctx)
+            _ = try await self.fetchStatus(id)
+            throw APIError(.upgradeRequired, "upgrade_required", "open this URL as a WebSocket (ws://…/ws/\(id))",
+                           headers: [.upgrade: "websocket", .connection: "Upgrade"])
+        }
+
+        // Dead letters.
+        router.get("/api/dead") { req, _ in
+            try self.authorize(req)
+            let limit = try Self.limit(req)
+            return try await self.dead { .dead(requestID: $0, action: .list(limit: limit)) }
+        }
+        router.post("/api/dead/{id}/retry") { req, ctx in
+            try self.authorize(req)
+            let id = try Self.taskID(ctx)
+            return try await self.dead { .dead(requestID: $0, action: .retry(id)) }
+        }
+        router.delete("/api/dead") { req, _ in
+            try self.authorize(req)
+            return try await self.dead { .dead(requestID: $0, action: .purge(nil)) }
+        }
+        router.delete("/api/dead/{id}") { req, ctx in
+            try self.authorize(req)
+            let id = try Self.taskID(ctx)
+            return try await self.dead { .dead(requestID: $0, action: .purge(id)) }
+        }
+        return router
+    }
+
+    /// The WebSocket side of `/ws/{task_id}`: the same messages as the SSE stream,
+    /// one JSON text message each, then a normal close.
+    ///
+    /// Every handshake on this path is accepted, because a refused handshake can
+    /// only be an empty 400 (and browsers do not show WebSocket handshake statuses
+    /// at all). A bad token, bad id or unknown task is reported as one `error`
+    /// message with the API's `error_type`, then the connection is closed — with
+    /// 1008 (policy violation) for a bad token.
+    public func makeWebSocketRouter() -> Router<BasicWebSocketRequestContext> {
+        let router = Router(context: BasicWebSocketRequestContext.self)
+        router.ws("/ws/{id}") { _, _ in
+            .upgrade([:])
+        } onUpgrade: { _, outbound, ctx in
+            func fail(_ e: APIError) async throws {
+                try await outbound.write(.text(String(decoding: StreamMessage(event: "error", json: e.json).json, as: UTF8.self)))
+                try await outbound.close(e.status == .unauthorized ? .policyViolation : .normalClosure, reason: e.type)
+            }
+            let stream: TaskStream
+            do {
+                try self.authorize(ctx.request, allowQueryToken: true)
+                stream = try await TaskStream.open(try Self.taskID(ctx.requestContext), gateway: self)
+            } catch let e as APIError {
+                return try await fail(e)
+            }
+            try await stream.run { msg in
+                try await outbound.write(.text(String(decoding: msg.json, as: UTF8.self)))
+            }
+        }
+        return router
+    }
+
+    // MARK: Handlers
+
+    func healthz() async throws -> Response {
+        do {
+            let reply = try await transport.call(timeoutMs: min(1000, config.brokerTimeoutMs)) { .ping(requestID: $0) }
+            guard case .pong = reply else { throw APIError.unexpected(reply) }
+            var w = JSONWriter()
+            w.field("status", "ok")
+            w.field("broker", transport.brokerEndpoint)
+            return Self.json(w.finish())
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch let e as APIError {
+            throw e
+        } catch {
+            throw APIError.brokerUnavailable(error, endpoint: transport.brokerEndpoint)
+        }
+    }
+
+    func metricsPage() async -> Response {
+        if let reply = try? await transport.call(timeoutMs: min(1000, config.brokerTimeoutMs), { .stats(requestID: $0) }),
+           case .stats(_, let json) = reply, let v = try? JSONValue.parse(json) {
+            metrics.update(stats: v)
+            metrics.setBrokerUp(true)
+        } else {
+            metrics.setBrokerUp(false)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: metrics.render())))
+    }
+
+    func queueStats() async throws -> Response {
+        let reply = try await brokerCall { .stats(requestID: $0) }
+        guard case .stats(_, let json) = reply else { throw APIError.unexpected(reply) }
+        return Self.json(json)
+    }
+
+    func queueTasks(limit: Int) async throws -> Response {
+        let reply = try await brokerCall { .tasks(requestID: $0, limit: limit) }
+        guard case .tasks(_, let json) = reply else { throw APIError.unexpected(reply) }
+        return Self.json(json)
+    }
+
+    /// The status object of a task; 404 when the broker does not know it.
+    public func fetchStatus(_ id: TaskID) async throws -> [UInt8] {
+        let reply = try await brokerCall { .status(requestID: $0, id: id) }
+        guard case .status(_, let json) = reply else { throw APIError.unexpected(reply) }
+        return json
+    }
+
+    func submit(_ spec: TaskSpec) async throws -> Response {
+        let reply: ClientReply
+        do {
+            reply = try await brokerCall { .submit(requestID: $0, spec: spec) }
+        } catch let e as APIError {
+            metrics.rejected(e.type)
+            throw e
+        }
+        switch reply {
+        case .accepted(_, let id, let position):
+            metrics.submitted(spec.priority)
+            return Self.json(Self.acceptedJSON(id: id, position: position, spec: spec))
+        case .rejected(_, let code, let message):
+            metrics.rejected(code)
+            throw APIError.fromBroker(code: code, message: message)
+        default:
+            throw APIError.unexpected(reply)
+        }
+    }
+
+    static func acceptedJSON(id: TaskID, position: Int, spec: TaskSpec) -> [UInt8] {
+        var w = JSONWriter()
+        w.field("task_id", id.description)
+        w.field("status", "created")
+        w.field("priority", spec.priority.name)
+        let delayed = (spec.delayMs ?? 0) > 0
+        if delayed {
+            w.fieldNull("queue_position")
+            w.field("state", "delayed")
+        } else {
+            w.field("queue_position", position)
+            w.field("state", "queued")
+        }
+        w.field("type", spec.type)
+        let message: String
+        if let d = spec.delayMs, d > 0 {
+            message = "Task scheduled with \(spec.priority.name) priority; it will be queued in \(Double(d) / 1000) s."
+        } else {
+            let ahead = position == 0 ? "it is next in line" : position == 1 ? "1 task ahead of it" : "\(position) tasks ahead of it"
+            message = "Task queued with \(spec.priority.name) priority; \(ahead)."
+        }
+        w.field("message", message)
+        return w.finish()
+    }
+
+    func cancel(_ id: TaskID) async throws -> Response {
+        let reply = try await brokerCall { .cancel(requestID: $0, id: id) }
+        guard case .cancelled(_, let cid, let previous) = reply else { throw APIError.unexpected(reply) }
+        var w = JSONWriter()
+        w.field("task_id", cid.description)
+        w.field("status", "cancelled")
+        w.field("previous_state", previous)
+        w.field("message", "Task cancelled (it was \(previous)).")
+        return Self.json(w.finish())
+    }
+
+    func dead(_ make: ([UInt8]) -> ClientRequest) async throws -> Response {
+        let reply = try await brokerCall(make)
+        guard case .dead(_, let json) = reply else { throw APIError.unexpected(reply) }
+        return Self.json(json)
+    }
+
+    func sse(_ id: TaskID) async throws -> Response {
+        let stream = try await TaskStream.open(id, gateway: self)
+        let body = ResponseBody { writer in
+            try await stream.run(send: { msg in
+                try await writer.write(ByteBuffer(bytes: msg.sse))
+            }, idle: {
+                try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+            })
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache",
+                                               HTTPField.Name("X-Accel-Buffering")!: "no"], body: body)
+    }
+
+    // MARK: Helpers
+
+    /// A broker request with the configured timeout; transport failures become 503,
+    /// ERROR replies become their HTTP equivalents.
+    func brokerCall(_ make: ([UInt8]) -> ClientRequest) async throws -> ClientReply {
+        let reply: ClientReply
+        do {
+            reply = try await transport.call(timeoutMs: config.brokerTimeoutMs, make)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw APIError.brokerUnavailable(error, endpoint: transport.brokerEndpoint)
+        }
+        if case .error(_, let code, let message) = reply { throw APIError.fromBroker(code: code, message: message) }
+        return reply
+    }
+
+    /// Runs a validation step, counting its failure as a rejected submission.
+    func counting<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as APIError {
+            metrics.rejected(e.type)
+            throw e
+        }
+    }
+
+    /// 401 unless the request carries an accepted token (or authentication is off).
+    func authorize(_ request: Request, allowQueryToken: Bool = false) throws(APIError) {
+        guard tokens.isEnabled else { return }
+        if let t = APITokens.bearer(request.headers[.authorization]), tokens.accepts(t) { return }
+        if allowQueryToken, let t = request.uri.queryParameters.get("token"), tokens.accepts(t) { return }
+        throw APIError.unauthorized()
+    }
+
+    /// The whole body, or 413 beyond `maxPayloadBytes` (checked on Content-Length first).
+    func readBody(_ request: Request) async throws -> [UInt8] {
+        let limit = config.maxPayloadBytes
+        if let len = request.headers[.contentLength].flatMap({ Int($0) }), len > limit {
+            throw APIError.payloadTooLarge(limit: limit)
+        }
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Array(buffer.readableBytesView)
+        } catch let e as HTTPError where e.status == .contentTooLarge {
+            throw APIError.payloadTooLarge(limit: limit)
+        }
+    }
+
+    static func taskID(_ context: some RequestContext) throws(APIError) -> TaskID {
+        guard let text = context.parameters.get("id"), let id = TaskID(bytes: Array(text.utf8)) else {
+            throw APIError.badRequest("the task id must be 16 hexadecimal digits", field: "id")
+        }
+        return id
+    }
+
+    static func limit(_ request: Request) throws(APIError) -> Int {
+        guard let text = request.uri.queryParameters.get("limit") else { return 100 }
+        guard let n = Int(text), (1...10_000).contains(n) else { throw APIError.badRequest("limit must be an integer in 1...10000", field: "limit") }
+        return n
+    }
+
+    static func idempotencyHeader(_ request: Request) -> String? {
+        HTTPField.Name("Idempotency-Key").flatMap { request.headers[$0] }
+    }
+
+    static func json(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}
