@@ -1,0 +1,89 @@
+/// The journal's on-disk layout, written down in one place.
+///
+/// One row per task, updated in place as the task moves (a state table, not an
+/// append-only log): disk use follows the number of live and retained tasks,
+/// not the number of events, and compaction is a `DELETE` of expired rows.
+///
+/// Timestamps are microseconds since the Unix epoch (`Timestamp`); `id` is the
+/// task id's 64 bits (its hex form is the wire form), so `ORDER BY id` is
+/// submission order; `state` is the wire name (`queued`, `timed_out`, …) so
+/// that an operator can read the file with the `sqlite3` shell.
+enum JournalSchema {
+    /// `PRAGMA application_id`: "CVYJ". Tells a Conveyor journal from any other SQLite file.
+    static let applicationID: Int32 = 0x4356_594A
+    /// `PRAGMA user_version`. Bump with a migration when the layout changes.
+    static let version: Int32 = 1
+
+    /// Created once, on a new file, after `auto_vacuum = INCREMENTAL`.
+    static let create = """
+        CREATE TABLE tasks (
+            id              INTEGER PRIMARY KEY,
+            seq             INTEGER NOT NULL,
+            state           TEXT    NOT NULL,
+            priority        INTEGER NOT NULL,
+            type            TEXT    NOT NULL,
+            attempt         INTEGER NOT NULL,
+            max_attempts    INTEGER NOT NULL,
+            failures        INTEGER NOT NULL,
+            lost_deliveries INTEGER NOT NULL,
+            timeout_ms      INTEGER NOT NULL,
+            created_at      INTEGER NOT NULL,
+            started_at      INTEGER,
+            finished_at     INTEGER,
+            run_at          INTEGER,
+            dead            INTEGER NOT NULL,
+            backoff_ms      INTEGER NOT NULL,
+            backoff_max_ms  INTEGER NOT NULL,
+            idempotency_key TEXT,
+            worker          TEXT,
+            error           TEXT,
+            result          BLOB,
+            payload         BLOB    NOT NULL
+        );
+        -- Recovery reads unfinished tasks in submission order without touching
+        -- the (possibly many) finished ones kept for their results.
+        CREATE INDEX tasks_open ON tasks(id) WHERE finished_at IS NULL;
+        -- Compaction and the recovery of recent results find finished tasks by age.
+        CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+        -- last_id: the largest task id ever journaled, kept when its row is deleted,
+        -- so that a restarted broker never hands out an id twice.
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+        """
+
+    /// The columns every `SELECT` reads, in `Column` order.
+    static let columns = """
+        id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, \
+        created_at, started_at, finished_at, run_at, dead, backoff_ms, backoff_max_ms, idempotency_key, \
+        worker, error, result, payload
+        """
+
+    /// Column positions in `columns`; the SQL parameter for a column is its position + 1.
+    enum Column: Int32 {
+        case id = 0, seq, state, priority, type, attempt, maxAttempts, failures, lostDeliveries, timeoutMs,
+             createdAt, startedAt, finishedAt, runAt, dead, backoffMs, backoffMaxMs, idempotencyKey,
+             worker, error, result, payload
+
+        var parameter: Int32 { rawValue + 1 }
+    }
+
+    /// Parameter of `update`: 1 when the task is final and not dead-lettered,
+    /// whose payload the handler no longer needs.
+    static let clearPayloadParameter: Int32 = 23
+
+    static let insert = """
+        INSERT OR REPLACE INTO tasks (\(columns))
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+        """
+
+    /// Rewrites only what changes after submission; the payload is not bound
+    /// (it is only ever cleared, when the task is finished and not dead).
+    static let update = """
+        UPDATE tasks SET state = ?3, attempt = ?6, failures = ?8, lost_deliveries = ?9, started_at = ?12,
+            finished_at = ?13, run_at = ?14, dead = ?15, worker = ?19, error = ?20, result = ?21,
+            payload = CASE WHEN ?23 THEN x'' ELSE payload END
+        WHERE id = ?1
+        """
+
+    static let delete = "DELETE FROM tasks WHERE id = ?1"
+    static let setLastID = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?1)"
+}
