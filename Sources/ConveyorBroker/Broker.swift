@@ -29,6 +29,7 @@ public final class Broker: @unchecked Sendable {
     private var replies: [(peer: [UInt8], frames: [[UInt8]])] = []
     private var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
     private var malformed = 0
+    private var lastSubmitter: PeerID?
     private var undeliverable = 0
     private var startedAt: Timestamp
     private var nextHeartbeat: Timestamp = 0
@@ -157,7 +158,7 @@ public final class Broker: @unchecked Sendable {
         }
         switch request {
         case .submit(let rid, let spec):
-            switch scheduler.submit(spec, from: PeerID(peer), now: now) {
+            switch scheduler.submit(spec, from: intern(peer), now: now) {
             case .success(let a):
                 reply(peer, .accepted(requestID: rid, id: a.id, position: a.position))
             case .failure(let r):
@@ -260,6 +261,15 @@ public final class Broker: @unchecked Sendable {
         case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
         case .disconnect: scheduler.workerGone(peer, reason: "disconnected", now: now)
         }
+    }
+
+    /// Tasks from one connection share one copy of its routing id instead of
+    /// an allocation each: tens of bytes per queued task.
+    private func intern(_ peer: [UInt8]) -> PeerID {
+        if let last = lastSubmitter, last.bytes == peer { return last }
+        let p = PeerID(peer)
+        lastSubmitter = p
+        return p
     }
 
     private func reply(_ peer: [UInt8], _ r: ClientReply) {
