@@ -4,16 +4,23 @@ import DequeModule
 /// within a level, split by task type so that a worker that accepts only some
 /// types finds its next task without scanning the others.
 ///
-/// FIFO across types within a level is kept by comparing the submission
-/// sequence numbers of each type's head. Every operation is O(1) amortised
-/// apart from `best(…)`, which is O(levels × types).
+/// FIFO across types within a level is kept by comparing the queue-order keys
+/// of each type's head. The queue assigns those keys itself: appends count up,
+/// prepends count down, so every lane stays sorted and the level's order is the
+/// order tasks *joined* it. (Keying on the submission sequence instead broke
+/// FIFO across types: a delayed or retried task that came due carried its old,
+/// small seq and overtook tasks of other types queued before it came due,
+/// although it must join the tail (spec §9.1); and the listing, which sorted
+/// by that seq, disagreed with the dispatch order.) Every operation is O(1)
+/// amortised apart from `best(…)`, which is O(levels × types).
 ///
 /// Removal of a task from the middle (cancel) is lazy: the caller marks the
 /// task not-queued and entries are skipped when they reach the head. `count`
 /// only ever counts live entries.
 public struct ReadyQueue: Sendable {
     public struct Entry: Sendable, Equatable {
-        public let seq: UInt64
+        /// Position key within the level: smaller = dispatched earlier.
+        public let order: UInt64
         public let id: TaskID
     }
 
@@ -25,6 +32,10 @@ public struct ReadyQueue: Sendable {
     /// Types in first-seen order: the order `best` scans in.
     private var types: [String] = []
     private var live: [Int] = [0, 0, 0, 0]
+    /// Next keys for the tail and the head; they start in the middle of the
+    /// range and 2^63 operations in either direction will not happen.
+    private var nextTail: UInt64 = 1 << 63
+    private var nextHead: UInt64 = (1 << 63) - 1
 
     public init() {}
 
@@ -40,13 +51,17 @@ public struct ReadyQueue: Sendable {
         return n
     }
 
-    public mutating func append(_ id: TaskID, seq: UInt64, type: String, priority: Priority) {
-        insert(Entry(seq: seq, id: id), type: type, priority: priority, atHead: false)
+    /// Adds a task at the tail of its level (submitted, or came due).
+    public mutating func append(_ id: TaskID, type: String, priority: Priority) {
+        insert(Entry(order: nextTail, id: id), type: type, priority: priority, atHead: false)
+        nextTail &+= 1
     }
 
-    /// Puts a task back in front of its level (a lost worker's task).
-    public mutating func prepend(_ id: TaskID, seq: UInt64, type: String, priority: Priority) {
-        insert(Entry(seq: seq, id: id), type: type, priority: priority, atHead: true)
+    /// Puts a task back in front of its level, ahead of every type's tasks
+    /// (a lost worker's task, or a returned one).
+    public mutating func prepend(_ id: TaskID, type: String, priority: Priority) {
+        insert(Entry(order: nextHead, id: id), type: type, priority: priority, atHead: true)
+        nextHead &-= 1
     }
 
     private mutating func insert(_ e: Entry, type: String, priority: Priority, atHead: Bool) {
@@ -65,7 +80,7 @@ public struct ReadyQueue: Sendable {
     }
 
     /// The next task to dispatch among the types some free worker accepts:
-    /// highest level first, then the lowest sequence number across types.
+    /// highest level first, then the lowest order key across types.
     /// Dead heads (for which `isLive` is false) are dropped on the way.
     public mutating func best(
         isLive: (TaskID) -> Bool, accepts: (String) -> Bool
@@ -76,7 +91,7 @@ public struct ReadyQueue: Sendable {
             var found: (type: String, entry: Entry)?
             for t in types {
                 guard let head = liveHead(type: t, level: level, isLive: isLive) else { continue }
-                if let f = found, f.entry.seq <= head.seq { continue }
+                if let f = found, f.entry.order <= head.order { continue }
                 if accepts(t) { found = (t, head) }
             }
             if let f = found { return (f.type, p, f.entry) }
@@ -107,7 +122,7 @@ public struct ReadyQueue: Sendable {
             for t in types {
                 if let d = lanes[t]?.levels[Int(p.rawValue)] { merged.append(contentsOf: d.filter { isLive($0.id) }) }
             }
-            if types.count > 1 { merged.sort { $0.seq < $1.seq } }
+            if types.count > 1 { merged.sort { $0.order < $1.order } }
             for e in merged {
                 if out.count >= limit { return out }
                 out.append(e.id)

@@ -134,7 +134,7 @@ public struct Scheduler: Sendable {
             return .success(Accepted(id: id, position: -1, duplicate: false))
         }
         let position = queue.ahead(ofNew: spec.priority)
-        queue.append(id, seq: record.seq, type: record.type, priority: record.priority)
+        queue.append(id, type: record.type, priority: record.priority)
         outbox.append(.event(.queued(id, position: position)))
         return .success(Accepted(id: id, position: position, duplicate: false))
     }
@@ -253,7 +253,7 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         counters.deadRetried += 1
-        queue.append(id, seq: t.seq, type: t.type, priority: t.priority)
+        queue.append(id, type: t.type, priority: t.priority)
         outbox.append(.event(.deadRetried(id)))
         return .success(())
     }
@@ -326,7 +326,7 @@ public struct Scheduler: Sendable {
             tasks[top.id]?.state = .queued
             tasks[top.id]?.readyAt = now
             t.details?.runAt = nil
-            queue.append(t.id, seq: t.seq, type: t.type, priority: t.priority)
+            queue.append(t.id, type: t.type, priority: t.priority)
             outbox.append(.event(.due(t.id)))
         }
         if !workers.isEmpty && now >= nextLivenessCheck {
@@ -360,7 +360,7 @@ public struct Scheduler: Sendable {
         case .running, .queued:
             r.state = .queued
             tasks[r.id] = r
-            queue.append(r.id, seq: r.seq, type: r.type, priority: r.priority)
+            queue.append(r.id, type: r.type, priority: r.priority)
         case .delayed:
             tasks[r.id] = r
             delayedCount += 1
@@ -400,7 +400,7 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         t.details?.worker = nil
-        queue.prepend(id, seq: t.seq, type: t.type, priority: t.priority)
+        queue.prepend(id, type: t.type, priority: t.priority)
     }
 
     /// Frees the running slot a task held; tells its worker to stop if `reason` is set.
