@@ -300,6 +300,7 @@ public struct Scheduler: Sendable {
         d.progressMessage = nil
         tasks[id] = t
         useCounter += 1
+        d.dispatchSeq = useCounter
         w.lastUsed = useCounter
         w.running.insert(id)
         workers[peer] = w
@@ -376,7 +377,9 @@ public struct Scheduler: Sendable {
     private mutating func removeWorker(_ peer: PeerID, reason: String, now: Timestamp) {
         guard let w = workers.removeValue(forKey: peer) else { return }
         if workerByName[w.name] == peer { workerByName[w.name] = nil }
-        for id in w.running.sorted(by: { (tasks[$0]?.seq ?? 0) > (tasks[$1]?.seq ?? 0) }) {
+        // Prepended latest-dispatched first, so they end up in dispatch order (§9.2).
+        // Not by `seq`: a task that came due after newer ones is dispatched after them.
+        for id in w.running.sorted(by: { (tasks[$0]?.details?.dispatchSeq ?? 0) > (tasks[$1]?.details?.dispatchSeq ?? 0) }) {
             guard let t = tasks[id], t.state == .running else { continue }
             running -= 1
             let d = t.detailsForWritingShared()
