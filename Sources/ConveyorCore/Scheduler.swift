@@ -249,6 +249,9 @@ public struct Scheduler: Sendable {
         t.details?.dead = false
         t.details?.error = nil
         t.details?.finishedAt = nil
+        // A fresh set of attempts includes deliveries: a task dead-lettered
+        // `worker_lost` must not fail again on its very next lost worker.
+        t.details?.lostDeliveries = 0
         tasks[id]?.failures = 0
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
@@ -449,7 +452,10 @@ public struct Scheduler: Sendable {
         d.finishedAt = now
         d.dead = dead
         if state == .succeeded { d.result = body } else { d.error = error }
-        t.payload = [] // the handler has run; keep memory for results
+        // The handler has run; keep memory for results. A dead-lettered task
+        // keeps its payload: `retryDead` runs it again and the TASK needs it
+        // (clearing it here made retried tasks run with an empty payload).
+        if !dead { t.payload = [] }
         tasks[id] = t
         finished.append((id, now))
         if let c = t.submitter { outbox.append(.notifyFinished(client: c, task: id, state: state, body: body)) }
