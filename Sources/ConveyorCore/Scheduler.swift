@@ -366,9 +366,13 @@ public struct Scheduler: Sendable {
             tasks[r.id] = r
             queue.append(r.id, type: r.type, priority: r.priority)
         case .delayed:
+            // `tick` only releases a delayed task whose `runAt` matches its heap
+            // entry, so a record without one must get it, or it never comes due.
+            let at = r.details?.runAt ?? now
+            r.detailsForWriting().runAt = at
             tasks[r.id] = r
             delayedCount += 1
-            delayedHeap.insert(Deadline(at: r.details?.runAt ?? now, id: r.id, attempt: 0))
+            delayedHeap.insert(Deadline(at: at, id: r.id, attempt: 0))
         case .succeeded, .failed, .timedOut, .cancelled:
             tasks[r.id] = r
             finished.append((r.id, r.details?.finishedAt ?? now))
