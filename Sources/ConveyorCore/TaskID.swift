@@ -9,8 +9,8 @@ public struct TaskID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// Parses exactly 16 hex digits (either case); anything else is nil.
     public init?(_ text: some StringProtocol) {
-        guard text.utf8.count == 16, let v = UInt64(text, radix: 16) else { return nil }
-        raw = v
+        // Not `UInt64(text, radix: 16)`: it also accepts a sign ("+00000000000000f").
+        self.init(bytes: Array(text.utf8))
     }
 
     public init?(bytes: [UInt8]) {
