@@ -42,11 +42,23 @@ public enum ClientReply: Equatable, Sendable {
         }
     }
 
+    static let commands: Set<String> = [
+        "ACCEPTED", "REJECTED", "STATUS", "CANCELLED", "STATS", "TASKS", "DEAD", "PONG", "ERROR", "PROGRESS", "FINISHED",
+    ]
+
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientReply {
+        // §3.4 order: header, a command frame, a known command, then frame count and fields.
         try Frames.checkHeader(frames, Frames.clientHeader)
-        guard frames.count >= 3 else { throw .bad("a reply needs at least 3 frames") }
-        let r = frames[2]
         let s = Frames.string
+        guard commands.contains(s(frames[1])) else {
+            throw ProtocolError("unknown_command", "unknown reply '\(Frames.printable(frames[1]))'")
+        }
+        guard frames.count >= 3 else { throw .bad("\(s(frames[1])) needs at least 3 frames") }
+        let r = frames[2]
+        switch s(frames[1]) {
+        case "PROGRESS", "FINISHED": break // frame 2 is a task_id
+        default: guard r.count <= ClientRequest.maxRequestIDBytes else { throw .bad("request_id is longer than 64 bytes") }
+        }
         switch s(frames[1]) {
         case "ACCEPTED":
             try Frames.expect(frames, count: 5...5, "ACCEPTED", r)

@@ -54,12 +54,20 @@ public enum ClientRequest: Equatable, Sendable {
         }
     }
 
+    /// The commands of this endpoint and direction (§4), plus the DEAD extension.
+    static let commands: Set<String> = ["SUBMIT", "STATUS", "CANCEL", "STATS", "TASKS", "PING", "DEAD"]
+
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientRequest {
-        try Frames.checkHeader(frames, Frames.clientHeader)
-        guard frames.count >= 3 else { throw .bad("a request needs at least 3 frames: header, command, request_id") }
+        // §3.4 order: header, a command frame, a known command, then frame count and fields.
+        try Frames.checkHeader(frames, Frames.clientHeader, requestID: Frames.readableRequestID(frames))
+        let command = frames[1]
+        guard commands.contains(Frames.string(command)) else {
+            throw ProtocolError("unknown_command", "unknown client command '\(Frames.printable(command))'",
+                                requestID: Frames.readableRequestID(frames))
+        }
+        guard frames.count >= 3 else { throw .bad("\(Frames.string(command)) needs a request_id frame") }
         let rid = frames[2]
         guard rid.count <= maxRequestIDBytes else { throw .bad("request_id is longer than \(maxRequestIDBytes) bytes") }
-        let command = frames[1]
         switch Frames.string(command) {
         case "SUBMIT":
             guard frames.count >= 7 else { throw .bad("SUBMIT takes at least 7 frames, got \(frames.count)", rid) }

@@ -6,13 +6,17 @@ enum Frames {
     static let clientHeader: [UInt8] = Array("CVYC01".utf8)
     static let workerHeader: [UInt8] = Array("CVYW01".utf8)
 
-    /// Unsigned ASCII decimal; nil for empty, non-digits or overflow.
+    /// Unsigned ASCII decimal (§3.1): one or more digits, leading zeros ignored,
+    /// at most 2^63−1; nil for empty, non-digits or anything larger.
     static func decimal(_ f: [UInt8]) -> UInt64? {
-        if f.isEmpty || f.count > 19 { return nil }
+        if f.isEmpty { return nil }
+        let limit = UInt64(Int64.max)
         var v: UInt64 = 0
         for b in f {
             guard b >= 48 && b <= 57 else { return nil }
-            v = v * 10 + UInt64(b - 48)
+            let d = UInt64(b - 48)
+            guard v <= (limit - d) / 10 else { return nil }
+            v = v * 10 + d
         }
         return v
     }
@@ -57,9 +61,54 @@ enum Frames {
         return !u.isEmpty && u.count <= 64 && u.allSatisfy(isTypeByte)
     }
 
+    /// Exactly 16 *lowercase* hex digits (§3.2); `TaskID(bytes:)` also takes upper case.
     static func taskID(_ f: [UInt8], _ rid: [UInt8]?) throws(ProtocolError) -> TaskID {
-        guard let id = TaskID(bytes: f) else { throw .bad("task_id must be 16 hex digits, got '\(printable(f))'", rid) }
+        guard f.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }), let id = TaskID(bytes: f) else {
+            throw .bad("task_id must be 16 lowercase hex digits, got '\(printable(f))'", rid)
+        }
         return id
+    }
+
+    /// A request_id that an error reply can echo: present and at most 64 bytes (§5.1).
+    static func readableRequestID(_ frames: [[UInt8]]) -> [UInt8]? {
+        frames.count > 2 && frames[2].count <= 64 ? frames[2] : nil
+    }
+
+    /// Opaque bytes (§3.1) carried in a `String` field without loss: valid UTF-8
+    /// is kept as is; anything else (or text that starts with the marker) becomes
+    /// the marker U+FFFE followed by the bytes in hex. `String(decoding:)` alone
+    /// would map different invalid keys to the same replacement characters.
+    static func opaqueString(_ f: [UInt8]) -> String {
+        if let s = String(validating: f, as: UTF8.self), !s.hasPrefix(opaqueMarker) { return s }
+        var out = opaqueMarker
+        for b in f { out += String(hexDigit(b >> 4)) + String(hexDigit(b & 15)) }
+        return out
+    }
+
+    /// The inverse of `opaqueString`.
+    static func opaqueBytes(_ s: String) -> [UInt8] {
+        guard s.hasPrefix(opaqueMarker) else { return Array(s.utf8) }
+        let hex = Array(s.utf8.dropFirst(opaqueMarker.utf8.count))
+        var out: [UInt8] = []
+        out.reserveCapacity(hex.count / 2)
+        var i = 0
+        while i + 1 < hex.count, let hi = hexValue(hex[i]), let lo = hexValue(hex[i + 1]) {
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    static let opaqueMarker = "\u{FFFE}"
+
+    private static func hexDigit(_ v: UInt8) -> Character { Character(UnicodeScalar(v < 10 ? 48 + v : 87 + v)) }
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 48...57: b - 48
+        case 97...102: b - 87
+        default: nil
+        }
     }
 
     static func priority(_ f: [UInt8], _ rid: [UInt8]?) throws(ProtocolError) -> Priority {
@@ -86,13 +135,16 @@ enum Frames {
         }
     }
 
-    static func checkHeader(_ frames: [[UInt8]], _ header: [UInt8]) throws(ProtocolError) {
+    /// §3.4 steps 1 and 2: the header, then at least a command frame.
+    static func checkHeader(_ frames: [[UInt8]], _ header: [UInt8], requestID: [UInt8]? = nil) throws(ProtocolError) {
         guard let first = frames.first else { throw .bad("empty message") }
-        if first == header { return }
-        if first.count >= 4 && Array(first.prefix(4)) == Array(header.prefix(4)) {
-            throw ProtocolError("unsupported_version", "this broker speaks \(string(header)), not \(printable(first))")
+        if first != header {
+            if first.count >= 4 && Array(first.prefix(4)) == Array(header.prefix(4)) {
+                throw ProtocolError("unsupported_version", "this broker speaks \(string(header)), not \(printable(first))", requestID: requestID)
+            }
+            throw .bad("first frame must be the protocol header \(string(header))")
         }
-        throw .bad("first frame must be the protocol header \(string(header))")
+        guard frames.count >= 2 else { throw .bad("missing command frame", requestID) }
     }
 }
 
