@@ -34,7 +34,7 @@ public enum ClientRequest: Equatable, Sendable {
             var f: [[UInt8]] = [h, Array("SUBMIT".utf8), r, Array(s.type.utf8), [48 + s.priority.rawValue],
                                 s.timeoutMs.map { Frames.ascii($0) } ?? [], s.payload]
             if s.maxAttempts != 1 { f.append(Array("max_attempts=\(s.maxAttempts)".utf8)) }
-            if let k = s.idempotencyKey { f.append(Array("idempotency_key=\(k)".utf8)) }
+            if let k = s.idempotencyKey { f.append(Array("idempotency_key=".utf8) + Frames.opaqueBytes(k)) }
             if let d = s.delayMs { f.append(Array("delay_ms=\(d)".utf8)) }
             if let at = s.runAt { f.append(Array("run_at_ms=\(at / 1000)".utf8)) }
             if s.backoffMs != 1000 { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
@@ -75,7 +75,8 @@ public enum ClientRequest: Equatable, Sendable {
             if !frames[5].isEmpty {
                 spec.timeoutMs = UInt32(try Frames.decimal(frames[5], in: 1...maxTimeoutMs, "timeout_ms", rid))
             }
-            for option in frames[7...] { try apply(option: option, to: &spec, rid) }
+            var seen: Set<String> = []
+            for option in frames[7...] { try apply(option: option, to: &spec, seen: &seen, rid) }
             return .submit(requestID: rid, spec: spec)
         case "STATUS":
             try Frames.expect(frames, count: 4...4, "STATUS", rid)
@@ -87,15 +88,17 @@ public enum ClientRequest: Equatable, Sendable {
             try Frames.expect(frames, count: 3...3, "STATS", rid)
             return .stats(requestID: rid)
         case "TASKS":
-            try Frames.expect(frames, count: 3...4, "TASKS", rid)
-            let limit = frames.count == 4 && !frames[3].isEmpty ? Int(try Frames.decimal(frames[3], in: 0...10_000, "limit", rid)) : 100
+            // The limit frame is required; empty means the default (§5.6).
+            try Frames.expect(frames, count: 4...4, "TASKS", rid)
+            let limit = frames[3].isEmpty ? 100 : Int(try Frames.decimal(frames[3], in: 1...10_000, "limit", rid))
             return .tasks(requestID: rid, limit: limit)
         case "PING":
             try Frames.expect(frames, count: 3...3, "PING", rid)
             return .ping(requestID: rid)
         case "DEAD":
-            try Frames.expect(frames, count: 4...5, "DEAD", rid)
-            let arg = frames.count == 5 ? frames[4] : []
+            // Frame 4 is always present, empty where the action allows (§5.11).
+            try Frames.expect(frames, count: 5...5, "DEAD", rid)
+            let arg = frames[4]
             switch Frames.string(frames[3]) {
             case "list":
                 return .dead(requestID: rid, action: .list(limit: arg.isEmpty ? 100 : Int(try Frames.decimal(arg, in: 0...10_000, "limit", rid))))
@@ -108,22 +111,30 @@ public enum ClientRequest: Equatable, Sendable {
         }
     }
 
-    private static func apply(option: [UInt8], to spec: inout TaskSpec, _ rid: [UInt8]) throws(ProtocolError) {
+    private static func apply(option: [UInt8], to spec: inout TaskSpec, seen: inout Set<String>, _ rid: [UInt8]) throws(ProtocolError) {
         guard let eq = option.firstIndex(of: UInt8(ascii: "=")) else {
             throw .bad("option frames are key=value, got '\(Frames.printable(option))'", rid)
         }
         let key = Frames.string(Array(option[..<eq]))
         let value = Array(option[(eq + 1)...])
+        let any: ClosedRange<UInt64> = 0...UInt64(Int64.max)
         switch key {
         case "max_attempts": spec.maxAttempts = UInt16(try Frames.decimal(value, in: 1...100, "max_attempts", rid))
         case "idempotency_key":
             guard (1...128).contains(value.count) else { throw .bad("idempotency_key must be 1-128 bytes", rid) }
-            spec.idempotencyKey = Frames.string(value)
+            spec.idempotencyKey = Frames.opaqueString(value)
         case "delay_ms": spec.delayMs = Int64(try Frames.decimal(value, in: 0...31_536_000_000, "delay_ms", rid))
-        case "run_at_ms": spec.runAt = Int64(try Frames.decimal(value, in: 0...4_102_444_800_000, "run_at_ms", rid)) * 1000
-        case "backoff_ms": spec.backoffMs = UInt32(try Frames.decimal(value, in: 0...86_400_000, "backoff_ms", rid))
-        case "backoff_max_ms": spec.backoffMaxMs = UInt32(try Frames.decimal(value, in: 0...86_400_000, "backoff_max_ms", rid))
+        // The spec bounds these only by 2^63−1; far-future times and huge backoffs
+        // saturate in the core's units instead of being refused.
+        case "run_at_ms":
+            let ms = Int64(try Frames.decimal(value, in: any, "run_at_ms", rid))
+            // Saturates at a whole millisecond so that `encode` round-trips it.
+            spec.runAt = min(ms, Int64.max / 1000) * 1000
+        case "backoff_ms": spec.backoffMs = UInt32(clamping: try Frames.decimal(value, in: any, "backoff_ms", rid))
+        case "backoff_max_ms": spec.backoffMaxMs = UInt32(clamping: try Frames.decimal(value, in: any, "backoff_max_ms", rid))
         default: throw .bad("unknown option '\(Frames.printable(Array(option[..<eq])))'", rid)
         }
+        // Checked after the key is known, so an unknown key reads as such.
+        guard seen.insert(key).inserted else { throw .bad("option '\(key)' given twice", rid) }
     }
 }
