@@ -45,6 +45,8 @@ public enum ClientReply: Equatable, Sendable {
     static let commands: Set<String> = [
         "ACCEPTED", "REJECTED", "STATUS", "CANCELLED", "STATS", "TASKS", "DEAD", "PONG", "ERROR", "PROGRESS", "FINISHED",
     ]
+    static let finalStates: Set<String> = ["succeeded", "failed", "timed_out", "cancelled"]
+    static let cancellableStates: Set<String> = ["queued", "delayed", "running"]
 
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientReply {
         // §3.4 order: header, a command frame, a known command, then frame count and fields.
@@ -72,6 +74,9 @@ public enum ClientReply: Equatable, Sendable {
             return .status(requestID: r, json: frames[3])
         case "CANCELLED":
             try Frames.expect(frames, count: 5...5, "CANCELLED", r)
+            guard cancellableStates.contains(s(frames[4])) else {
+                throw .bad("previous_state must be queued, delayed or running, got '\(Frames.printable(frames[4]))'", r)
+            }
             return .cancelled(requestID: r, id: try Frames.taskID(frames[3], r), previous: s(frames[4]))
         case "STATS":
             try Frames.expect(frames, count: 4...4, "STATS", r)
@@ -93,6 +98,9 @@ public enum ClientReply: Equatable, Sendable {
             return .progress(id: try Frames.taskID(frames[2], nil), percent: try Frames.percent(frames[3], nil), message: s(frames[4]))
         case "FINISHED":
             try Frames.expect(frames, count: 5...5, "FINISHED", nil)
+            guard finalStates.contains(s(frames[3])) else {
+                throw .bad("state must be a final state, got '\(Frames.printable(frames[3]))'")
+            }
             return .finished(id: try Frames.taskID(frames[2], nil), state: s(frames[3]), body: frames[4])
         default:
             throw ProtocolError("unknown_command", "unknown reply '\(Frames.printable(frames[1]))'")

@@ -30,12 +30,13 @@ public enum WorkerMessage: Equatable, Sendable {
 
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> WorkerMessage {
         try Frames.checkHeader(frames, Frames.workerHeader)
-        guard frames.count >= 2 else { throw .bad("missing command frame") }
         let s = Frames.string
         switch s(frames[1]) {
         case "READY":
             try Frames.expect(frames, count: 5...5, "READY", nil)
             guard (1...128).contains(frames[2].count) else { throw .bad("worker name must be 1-128 bytes") }
+            // A name is UTF-8 (§3.1), not free text: replacing bad bytes would change it.
+            guard let name = String(validating: frames[2], as: UTF8.self) else { throw .bad("worker name must be UTF-8") }
             var types: [String] = []
             if !frames[3].isEmpty {
                 for t in frames[3].split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
@@ -43,7 +44,7 @@ public enum WorkerMessage: Equatable, Sendable {
                 }
             }
             let capacity = Int(try Frames.decimal(frames[4], in: 1...maxCapacity, "capacity", nil))
-            return .ready(name: s(frames[2]), types: types, capacity: capacity)
+            return .ready(name: name, types: types, capacity: capacity)
         case "HEARTBEAT":
             try Frames.expect(frames, count: 2...2, "HEARTBEAT", nil)
             return .heartbeat
@@ -92,20 +93,23 @@ public enum BrokerToWorker: Equatable, Sendable {
 
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> BrokerToWorker {
         try Frames.checkHeader(frames, Frames.workerHeader)
-        guard frames.count >= 2 else { throw .bad("missing command frame") }
         switch Frames.string(frames[1]) {
         case "TASK":
             try Frames.expect(frames, count: 8...8, "TASK", nil)
             return .task(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]),
                          type: try Frames.taskType(frames[4], nil), priority: try Frames.priority(frames[5], nil),
-                         timeoutMs: UInt32(try Frames.decimal(frames[6], in: 0...UInt64(UInt32.max), "timeout_ms", nil)),
+                         timeoutMs: UInt32(try Frames.decimal(frames[6], in: 1...ClientRequest.maxTimeoutMs, "timeout_ms", nil)),
                          payload: frames[7])
         case "HEARTBEAT":
             try Frames.expect(frames, count: 2...2, "HEARTBEAT", nil)
             return .heartbeat
         case "CANCEL":
             try Frames.expect(frames, count: 5...5, "CANCEL", nil)
-            return .cancel(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]), reason: Frames.string(frames[4]))
+            let reason = Frames.string(frames[4])
+            guard reason == "cancelled" || reason == "timed_out" else {
+                throw .bad("CANCEL reason must be cancelled or timed_out, got '\(Frames.printable(frames[4]))'")
+            }
+            return .cancel(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]), reason: reason)
         case "DISCONNECT":
             try Frames.expect(frames, count: 2...2, "DISCONNECT", nil)
             return .disconnect
