@@ -1,0 +1,220 @@
+import Foundation
+import XCTest
+import ConveyorCore
+@testable import ConveyorProtocol
+
+/// proto/vectors.json, read as the spec's §16 describes it.
+struct Vector {
+    let name: String
+    let direction: String
+    let frames: [[UInt8]]
+    /// Valid vectors: the decoded fields, normalised.
+    let decoded: Value?
+    /// Invalid vectors: the §3.4 classification.
+    let error: String?
+}
+
+/// A decoded message as a comparable tree: strings and `{"hex"}` become bytes
+/// (opaque and text fields alike compare as bytes), numbers become integers.
+indirect enum Value: Equatable, CustomStringConvertible {
+    case bytes([UInt8])
+    case int(Int)
+    case null
+    case list([Value])
+    case object([String: Value])
+
+    static func string(_ s: String) -> Value { .bytes(Array(s.utf8)) }
+    static func optInt<T: BinaryInteger>(_ v: T?) -> Value { v.map { .int(Int($0)) } ?? .null }
+
+    var description: String {
+        switch self {
+        case .bytes(let b):
+            if let s = String(validating: b, as: UTF8.self) { return s.debugDescription }
+            return "hex:" + b.map { String(format: "%02x", $0) }.joined()
+        case .int(let i): return String(i)
+        case .null: return "null"
+        case .list(let l): return "[" + l.map(\.description).joined(separator: ", ") + "]"
+        case .object(let o): return "{" + o.keys.sorted().map { "\($0): \(o[$0]!)" }.joined(separator: ", ") + "}"
+        }
+    }
+}
+
+enum VectorFile {
+    static let url: URL = {
+        // Tests/ConveyorProtocolTests/Vectors.swift → repository root.
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("proto/vectors.json")
+    }()
+
+    static func load() throws -> (valid: [Vector], invalid: [Vector]) {
+        let data = try Data(contentsOf: url)
+        guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw Bad("root is not an object") }
+        guard root["version"] as? Int == 1 else { throw Bad("version is not 1") }
+        func vectors(_ key: String) throws -> [Vector] {
+            guard let list = root[key] as? [[String: Any]] else { throw Bad("\(key) is not a list of objects") }
+            return try list.map { v in
+                guard let name = v["name"] as? String, let direction = v["direction"] as? String,
+                      let frames = v["frames"] as? [Any] else { throw Bad("vector without name/direction/frames: \(v)") }
+                return Vector(
+                    name: name, direction: direction, frames: try frames.map(bytes),
+                    decoded: try v["decoded"].map(normalise), error: v["error"] as? String
+                )
+            }
+        }
+        return (try vectors("valid"), try vectors("invalid"))
+    }
+
+    struct Bad: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    static func bytes(_ any: Any) throws -> [UInt8] {
+        if let s = any as? String { return Array(s.utf8) }
+        if let o = any as? [String: Any], o.count == 1, let hex = o["hex"] as? String { return try decodeHex(hex) }
+        throw Bad("not a frame: \(any)")
+    }
+
+    static func decodeHex(_ hex: String) throws -> [UInt8] {
+        let u = Array(hex.utf8)
+        guard u.count % 2 == 0 else { throw Bad("odd hex length: \(hex)") }
+        return try stride(from: 0, to: u.count, by: 2).map { i in
+            guard let b = UInt8(String(decoding: u[i..<i + 2], as: UTF8.self), radix: 16) else { throw Bad("bad hex: \(hex)") }
+            return b
+        }
+    }
+
+    static func normalise(_ any: Any) throws -> Value {
+        if any is NSNull { return .null }
+        if let s = any as? String { return .string(s) }
+        // Decoded fields hold integers only (no booleans, no fractions).
+        if let n = any as? NSNumber { return .int(n.intValue) }
+        if let l = any as? [Any] { return .list(try l.map(normalise)) }
+        if let o = any as? [String: Any] {
+            if o.count == 1, let hex = o["hex"] as? String { return .bytes(try decodeHex(hex)) }
+            var out: [String: Value] = [:]
+            for (k, v) in o { out[k] = try normalise(v) }
+            return .object(out)
+        }
+        throw Bad("unexpected JSON value \(any)")
+    }
+
+}
+
+// MARK: Decoded messages as Values, in the shape the vectors use.
+
+let numericOptions: Set<String> = ["max_attempts", "delay_ms", "run_at_ms", "backoff_ms", "backoff_max_ms"]
+
+extension ClientRequest {
+    var value: Value {
+        switch self {
+        case .submit(let r, let s):
+            var options: [String: Value] = [:]
+            if s.maxAttempts != 1 { options["max_attempts"] = .int(Int(s.maxAttempts)) }
+            if let k = s.idempotencyKey { options["idempotency_key"] = .bytes(Frames.opaqueBytes(k)) }
+            if let d = s.delayMs { options["delay_ms"] = .int(Int(d)) }
+            if let at = s.runAt { options["run_at_ms"] = .int(Int(at / 1000)) }
+            if s.backoffMs != 1000 { options["backoff_ms"] = .int(Int(s.backoffMs)) }
+            if s.backoffMaxMs != 300_000 { options["backoff_max_ms"] = .int(Int(s.backoffMaxMs)) }
+            return .object([
+                "command": .string("SUBMIT"), "request_id": .bytes(r), "type": .string(s.type),
+                "priority": .int(Int(s.priority.rawValue)), "timeout_ms": .optInt(s.timeoutMs), "payload": .bytes(s.payload),
+                "options": .object(options),
+            ])
+        case .status(let r, let id):
+            return .object(["command": .string("STATUS"), "request_id": .bytes(r), "task_id": .bytes(id.bytes)])
+        case .cancel(let r, let id):
+            return .object(["command": .string("CANCEL"), "request_id": .bytes(r), "task_id": .bytes(id.bytes)])
+        case .stats(let r): return .object(["command": .string("STATS"), "request_id": .bytes(r)])
+        case .tasks(let r, let limit): return .object(["command": .string("TASKS"), "request_id": .bytes(r), "limit": .int(limit)])
+        case .ping(let r): return .object(["command": .string("PING"), "request_id": .bytes(r)])
+        case .dead(let r, _): return .object(["command": .string("DEAD"), "request_id": .bytes(r)])
+        }
+    }
+}
+
+extension ClientReply {
+    var value: Value {
+        switch self {
+        case .accepted(let r, let id, let pos):
+            return .object(["command": .string("ACCEPTED"), "request_id": .bytes(r), "task_id": .bytes(id.bytes), "position": .int(pos)])
+        case .rejected(let r, let c, let m):
+            return .object(["command": .string("REJECTED"), "request_id": .bytes(r), "code": .string(c), "message": .string(m)])
+        case .status(let r, let j): return .object(["command": .string("STATUS"), "request_id": .bytes(r), "json": .bytes(j)])
+        case .cancelled(let r, let id, let p):
+            return .object(["command": .string("CANCELLED"), "request_id": .bytes(r), "task_id": .bytes(id.bytes), "previous_state": .string(p)])
+        case .stats(let r, let j): return .object(["command": .string("STATS"), "request_id": .bytes(r), "json": .bytes(j)])
+        case .tasks(let r, let j): return .object(["command": .string("TASKS"), "request_id": .bytes(r), "json": .bytes(j)])
+        case .dead(let r, let j): return .object(["command": .string("DEAD"), "request_id": .bytes(r), "json": .bytes(j)])
+        case .pong(let r): return .object(["command": .string("PONG"), "request_id": .bytes(r)])
+        case .error(let r, let c, let m):
+            return .object(["command": .string("ERROR"), "request_id": .bytes(r), "code": .string(c), "message": .string(m)])
+        case .progress(let id, let p, let m):
+            return .object(["command": .string("PROGRESS"), "task_id": .bytes(id.bytes), "percent": .optInt(p), "message": .string(m)])
+        case .finished(let id, let s, let b):
+            return .object(["command": .string("FINISHED"), "task_id": .bytes(id.bytes), "state": .string(s), "body": .bytes(b)])
+        }
+    }
+}
+
+extension WorkerMessage {
+    var value: Value {
+        switch self {
+        case .ready(let n, let t, let c):
+            return .object(["command": .string("READY"), "name": .string(n), "types": .list(t.map(Value.string)), "capacity": .int(c)])
+        case .heartbeat: return .object(["command": .string("HEARTBEAT")])
+        case .progress(let id, let a, let p, let m):
+            return .object(["command": .string("PROGRESS"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)),
+                            "percent": .optInt(p), "message": .string(m)])
+        case .done(let id, let a, let r):
+            return .object(["command": .string("DONE"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "result": .bytes(r)])
+        case .fail(let id, let a, let e):
+            return .object(["command": .string("FAIL"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "error": .string(e)])
+        case .drain: return .object(["command": .string("DRAIN")])
+        case .returned(let id, let a): return .object(["command": .string("RETURN"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a))])
+        case .disconnect: return .object(["command": .string("DISCONNECT")])
+        }
+    }
+}
+
+extension BrokerToWorker {
+    var value: Value {
+        switch self {
+        case .task(let id, let a, let t, let p, let to, let pl):
+            return .object(["command": .string("TASK"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "type": .string(t),
+                            "priority": .int(Int(p.rawValue)), "timeout_ms": .int(Int(to)), "payload": .bytes(pl)])
+        case .heartbeat: return .object(["command": .string("HEARTBEAT")])
+        case .cancel(let id, let a, let r):
+            return .object(["command": .string("CANCEL"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "reason": .string(r)])
+        case .disconnect: return .object(["command": .string("DISCONNECT")])
+        }
+    }
+}
+
+extension EventMessage {
+    var value: Value { .object(["topic": .string(topic), "json": .bytes(json)]) }
+}
+
+/// Decodes frames as the vector's direction says; returns the normalised value
+/// and the canonical re-encoding.
+func decode(_ direction: String, _ frames: [[UInt8]]) throws -> (value: Value, encoded: [[UInt8]]) {
+    switch direction {
+    case "client->broker":
+        let m = try ClientRequest.decode(frames)
+        return (m.value, m.encode())
+    case "broker->client":
+        let m = try ClientReply.decode(frames)
+        return (m.value, m.encode())
+    case "worker->broker":
+        let m = try WorkerMessage.decode(frames)
+        return (m.value, m.encode())
+    case "broker->worker":
+        let m = try BrokerToWorker.decode(frames)
+        return (m.value, m.encode())
+    case "events":
+        let m = try EventMessage.decode(frames)
+        return (m.value, m.encode())
+    default:
+        throw VectorFile.Bad("unknown direction \(direction)")
+    }
+}
