@@ -30,6 +30,7 @@ public final class Broker: @unchecked Sendable {
     private var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
     private var malformed = 0
     private var lastSubmitter: PeerID?
+    private var staleFromUnknownPeers = 0
     private var undeliverable = 0
     private var startedAt: Timestamp
     private var nextHeartbeat: Timestamp = 0
@@ -148,6 +149,8 @@ public final class Broker: @unchecked Sendable {
         } catch {
             malformed += 1
             logger.debug("malformed client message", metadata: ["error": "\(error)"])
+            // Not our protocol at all (spec §3.4): no reply, nothing to say to it.
+            if !frames[1].starts(with: Array("CVYC".utf8)) { return }
             // A SUBMIT is always answered ACCEPTED or REJECTED, so clients need one code path.
             if frames.count > 2 && frames[2] == Array("SUBMIT".utf8) && error.code == "bad_request" {
                 reply(peer, .rejected(requestID: error.requestID ?? [], code: error.code, message: error.message))
@@ -249,6 +252,10 @@ public final class Broker: @unchecked Sendable {
             return
         }
         guard scheduler.heard(from: peer, now: now) else {
+            switch message {
+            case .done, .fail, .progress: staleFromUnknownPeers += 1 // an attempt that was already taken away
+            default: break
+            }
             if message != .disconnect { sendToWorker(peer, .disconnect) }
             return
         }
@@ -453,7 +460,7 @@ public final class Broker: @unchecked Sendable {
         w.field("tasks_reassigned", c.reassigned)
         w.field("tasks_retried", c.retried)
         w.field("submissions_rejected", c.rejected)
-        w.field("stale_results", c.staleResults)
+        w.field("stale_results", c.staleResults + staleFromUnknownPeers)
         w.field("malformed_messages", malformed)
         w.field("undeliverable_messages", undeliverable)
         w.field("dead_letters", scheduler.deadLetters.count)

@@ -54,6 +54,7 @@ public final class Worker: @unchecked Sendable {
     private var stopping = false
     private var stopDeadline: Int64 = 0
     private var completed = 0
+    private var backlog: [WorkerMessage] = []
 
     public init(options: Options, handler: any TaskHandler, context: ZMQContext, logger: Logger) {
         self.options = options
@@ -110,6 +111,9 @@ public final class Worker: @unchecked Sendable {
         lastHeard = now
         send(.ready(name: options.name, types: options.types, capacity: options.concurrency))
         if stopping { send(.drain) }
+        let pending = backlog
+        backlog.removeAll()
+        for m in pending { send(m) }
         logger.info("registering with broker", metadata: ["broker": "\(options.brokerEndpoint)", "name": "\(options.name)"])
     }
 
@@ -121,7 +125,15 @@ public final class Worker: @unchecked Sendable {
     }
 
     private func send(_ m: WorkerMessage) {
-        guard let s = socket else { return }
+        guard let s = socket else {
+            // Between connections, outcomes wait for the next one: the broker
+            // decides whether they still count.
+            switch m {
+            case .done, .fail: backlog.append(m)
+            default: break
+            }
+            return
+        }
         do {
             _ = try s.send(m.encode(), dontWait: true)
             lastSent = monotonicMs()

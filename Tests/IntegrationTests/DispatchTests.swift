@@ -170,6 +170,25 @@ final class DispatchTests: ClusterTestCase {
         XCTAssertEqual(stats["is_running"] as? Bool, true)
     }
 
+    /// A worker that goes silent (stopped, not dead) loses its task to another
+    /// worker; when it wakes up, its late result is ignored as stale.
+    func testSilentWorkerLosesTaskAndItsLateResultIsStale() throws {
+        try cluster.startBroker()
+        let sleeper = try cluster.startWorker(name: "sleeper", ["--builtin", "sleep:1000"])
+        let client = try cluster.client()
+        let id = try submit(client, payload: "once")
+        try cluster.waitForState(id, "running")
+        sleeper.signal(SIGSTOP)
+        try cluster.startWorker(name: "awake", ["--builtin", "sleep:2000"])
+        _ = try eventually("task to move to the awake worker") { (try cluster.status(id)["worker"] as? String) == "awake" ? true : nil }
+        sleeper.signal(SIGCONT)
+        try cluster.waitForState(id, "succeeded")
+        XCTAssertEqual(try cluster.status(id)["attempt"] as? Int, 2)
+        // The sleeper finishes its stale attempt, re-registers, and its DONE is counted, not applied.
+        _ = try eventually("stale result to be counted") { (try cluster.stats()["stale_results"] as? Int ?? 0) >= 1 ? true : nil }
+        XCTAssertEqual(try cluster.stats()["total_success"] as? Int, 1)
+    }
+
     /// A late result from a superseded attempt is ignored and counted.
     func testStaleResultIgnored() throws {
         try cluster.startBroker()
