@@ -53,19 +53,8 @@ public final class Broker: @unchecked Sendable {
     /// Binds the endpoints and replays the journal. Returns the endpoints as
     /// bound (a `*` port resolved), which is what tests and `conveyor up` print.
     public func start() throws -> (clients: String, workers: String, events: String) {
-        let maxMessage = Int64(config.scheduler.maxPayloadBytes + 64 * 1024)
-        clients = try context.socket(.router)
-        try clients.setRouterMandatory()
-        try clients.setMaxMessageSize(maxMessage)
-        try clients.setSendHighWaterMark(100_000)
-        try clients.setReceiveHighWaterMark(100_000)
-        try clients.bind(config.clientsEndpoint)
-        workers = try context.socket(.router)
-        try workers.setRouterMandatory()
-        try workers.setMaxMessageSize(maxMessage)
-        try workers.setSendHighWaterMark(100_000)
-        try workers.setReceiveHighWaterMark(100_000)
-        try workers.bind(config.workersEndpoint)
+        clients = try makeRouter(config.clientsEndpoint)
+        workers = try makeRouter(config.workersEndpoint)
         let pub = try context.socket(.xpub)
         try pub.setSendHighWaterMark(100_000)
         try pub.bind(config.eventsEndpoint)
@@ -98,6 +87,18 @@ public final class Broker: @unchecked Sendable {
             "durability": "\(journal == nil ? "none" : config.journal.durability.rawValue)",
         ])
         return bound
+    }
+
+    /// A ROUTER that fails sends to unknown peers (instead of dropping them)
+    /// and refuses oversized messages from hostile ones.
+    private func makeRouter(_ endpoint: String) throws -> ZMQSocket {
+        let s = try context.socket(.router)
+        try s.setRouterMandatory()
+        try s.setMaxMessageSize(Int64(config.scheduler.maxPayloadBytes + 64 * 1024))
+        try s.setSendHighWaterMark(100_000)
+        try s.setReceiveHighWaterMark(100_000)
+        try s.bind(endpoint)
+        return s
     }
 
     /// Asks the loop to stop; safe from any thread (e.g. a signal handler's queue).
