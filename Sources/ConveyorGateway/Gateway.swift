@@ -21,6 +21,7 @@ public final class Gateway: Sendable {
     public let monitor: EventMonitor
     public let tokens: APITokens
     let dashboard: ByteBuffer
+    let statsCoalescer: StatsCoalescer
 
     public init(config: GatewayConfig, transport: any BrokerTransport, metrics: GatewayMetrics = GatewayMetrics()) {
         self.config = config
@@ -29,6 +30,12 @@ public final class Gateway: Sendable {
         self.monitor = EventMonitor(transport: transport, metrics: metrics)
         self.tokens = APITokens(config.apiTokens)
         self.dashboard = ByteBuffer(bytes: DashboardPage.load())
+        let timeout = config.brokerTimeoutMs
+        self.statsCoalescer = StatsCoalescer {
+            let reply = try await Gateway.call(transport, timeoutMs: timeout) { .stats(requestID: $0) }
+            guard case .stats(_, let json) = reply else { throw APIError.unexpected(reply) }
+            return json
+        }
     }
 
     // MARK: Application
@@ -165,7 +172,7 @@ public final class Gateway: Sendable {
         let router = Router(context: BasicWebSocketRequestContext.self)
         router.ws("/ws/{id}") { _, _ in
             .upgrade([:])
-        } onUpgrade: { _, outbound, ctx in
+        } onUpgrade: { inbound, outbound, ctx in
             func fail(_ e: APIError) async throws {
                 try await outbound.write(.text(String(decoding: StreamMessage(event: "error", json: e.json).json, as: UTF8.self)))
                 try await outbound.close(e.status == .unauthorized ? .policyViolation : .normalClosure, reason: e.type)
@@ -177,8 +184,26 @@ public final class Gateway: Sendable {
             } catch let e as APIError {
                 return try await fail(e)
             }
-            try await stream.run { msg in
-                try await outbound.write(.text(String(decoding: msg.json, as: UTF8.self)))
+            // Read (and ignore) what the client sends: when its side ends it has gone,
+            // and the stream stops instead of polling for a task nobody watches. After
+            // the outcome, close and let the client's close reply end the reading.
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for try await _ in inbound {}
+                    return false
+                }
+                group.addTask {
+                    try await stream.run { msg in
+                        try await outbound.write(.text(String(decoding: msg.json, as: UTF8.self)))
+                    }
+                    return true
+                }
+                if try await group.next() == true {
+                    try await outbound.close(.normalClosure, reason: nil)
+                    _ = try await group.next()
+                } else {
+                    group.cancelAll()
+                }
             }
         }
         return router
@@ -216,9 +241,7 @@ public final class Gateway: Sendable {
     }
 
     func queueStats() async throws -> Response {
-        let reply = try await brokerCall { .stats(requestID: $0) }
-        guard case .stats(_, let json) = reply else { throw APIError.unexpected(reply) }
-        return Self.json(json)
+        Self.json(try await statsCoalescer.stats())
     }
 
     func queueTasks(limit: Int) async throws -> Response {
@@ -315,9 +338,13 @@ public final class Gateway: Sendable {
     /// A broker request with the configured timeout; transport failures become 503,
     /// ERROR replies become their HTTP equivalents.
     func brokerCall(_ make: ([UInt8]) -> ClientRequest) async throws -> ClientReply {
+        try await Self.call(transport, timeoutMs: config.brokerTimeoutMs, make)
+    }
+
+    static func call(_ transport: any BrokerTransport, timeoutMs: Int, _ make: ([UInt8]) -> ClientRequest) async throws -> ClientReply {
         let reply: ClientReply
         do {
-            reply = try await transport.call(timeoutMs: config.brokerTimeoutMs, make)
+            reply = try await transport.call(timeoutMs: timeoutMs, make)
         } catch is CancellationError {
             throw CancellationError()
         } catch {

@@ -29,8 +29,10 @@ final class FakeBroker: BrokerTransport, Sendable {
         var maxQueue = 100
         var subscribers: [TaskID: [AsyncStream<TaskUpdate>.Continuation]] = [:]
         var observers: [AsyncStream<BrokerEvent>.Continuation] = []
-        /// Called once when a stream subscribes to a task (to script what happens next).
-        var onSubscribe: (@Sendable (TaskID) -> Void)?
+        /// Called once per task, right after the first STATUS for it was answered, to
+        /// script what happens next (a stream reads the status once it has subscribed).
+        var afterFirstStatus: (@Sendable (TaskID) -> Void)?
+        var statusSeen: Set<TaskID> = []
     }
 
     let state = Mutex(State())
@@ -43,7 +45,7 @@ final class FakeBroker: BrokerTransport, Sendable {
 
     func setDown(_ down: Bool) { state.withLock { $0.down = down } }
     func setMaxQueue(_ n: Int) { state.withLock { $0.maxQueue = n } }
-    func onSubscribe(_ body: @escaping @Sendable (TaskID) -> Void) { state.withLock { $0.onSubscribe = body } }
+    func afterFirstStatus(_ body: @escaping @Sendable (TaskID) -> Void) { state.withLock { $0.afterFirstStatus = body } }
 
     // MARK: BrokerTransport
 
@@ -51,20 +53,22 @@ final class FakeBroker: BrokerTransport, Sendable {
         let request = make(Array("r1".utf8))
         // Everything the gateway sends must be a valid protocol message.
         let decoded = try ClientRequest.decode(request.encode())
-        return try state.withLock { s in
+        let (reply, hook) = try state.withLock { s -> (ClientReply, (@Sendable () -> Void)?) in
             s.requests.append(decoded)
             if s.down { throw ClientError.notConnected(endpoint: brokerEndpoint) }
-            return answer(decoded, &s)
+            let reply = answer(decoded, &s)
+            if case .status(_, let id) = decoded, let h = s.afterFirstStatus, s.statusSeen.insert(id).inserted {
+                return (reply, { h(id) })
+            }
+            return (reply, nil)
         }
+        hook?()
+        return reply
     }
 
     func updates(for id: TaskID) -> AsyncStream<TaskUpdate> {
         let (stream, c) = AsyncStream<TaskUpdate>.makeStream()
-        let hook = state.withLock { s in
-            s.subscribers[id, default: []].append(c)
-            return s.onSubscribe
-        }
-        hook?(id)
+        state.withLock { $0.subscribers[id, default: []].append(c) }
         return stream
     }
 

@@ -352,6 +352,23 @@ final class GatewayRouterTests: XCTestCase {
         }
     }
 
+    func testConcurrentStatsRequestsShareBrokerRoundTrips() async throws {
+        try await withGateway { fake, client in
+            try await withThrowingTaskGroup(of: Int?.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        let r = try await client.execute(uri: "/api/queue/stats", method: .get)
+                        return r.status == .ok ? jsonObject(r)["queue_size"] as? Int : nil
+                    }
+                }
+                for try await q in group { XCTAssertEqual(q, 0) }
+            }
+            let statsRequests = fake.requests.filter { if case .stats = $0 { true } else { false } }.count
+            XCTAssertGreaterThanOrEqual(statsRequests, 1)
+            XCTAssertLessThanOrEqual(statsRequests, 40)
+        }
+    }
+
     func testQueueTasksListsQueuedInDispatchOrder() async throws {
         try await withGateway { fake, client in
             let low = fake.add(priority: .low)
@@ -434,17 +451,14 @@ final class GatewayRouterTests: XCTestCase {
     func testStreamRelaysProgressThenResult() async throws {
         try await withGateway { fake, client in
             let id = fake.add()
-            fake.onSubscribe { id in
-                Task {
-                    // Give the route time to read the status, then play the task's life.
-                    try? await Task.sleep(for: .milliseconds(20))
-                    fake.setState(id, "running")
-                    fake.emit(id, "started", extra: #","worker":"w1""#)
-                    fake.emit(id, "progress", extra: #","percent":30,"message":"a third""#)
-                    fake.emit(id, "progress", extra: #","percent":60,"message":"two thirds""#)
-                    fake.setState(id, "succeeded", result: "HELLO")
-                    fake.emit(id, "succeeded", extra: #","duration_ms":5,"result_size":5"#)
-                }
+            // Once the stream has subscribed and read the status, play the task's life.
+            fake.afterFirstStatus { id in
+                fake.setState(id, "running")
+                fake.emit(id, "started", extra: #","worker":"w1""#)
+                fake.emit(id, "progress", extra: #","percent":30,"message":"a third""#)
+                fake.emit(id, "progress", extra: #","percent":60,"message":"two thirds""#)
+                fake.setState(id, "succeeded", result: "HELLO")
+                fake.emit(id, "succeeded", extra: #","duration_ms":5,"result_size":5"#)
             }
             let r = try await client.execute(uri: "/api/tasks/\(id)/stream", method: .get, headers: Self.auth)
             let events = SSE.parse(String(buffer: r.body))
@@ -458,16 +472,13 @@ final class GatewayRouterTests: XCTestCase {
     func testStreamEndsOnFinishedNotificationOrByPollingWhenEventsAreLost() async throws {
         try await withGateway { fake, client in
             let a = fake.add(state: "running")
-            fake.onSubscribe { id in
-                Task {
-                    try? await Task.sleep(for: .milliseconds(20))
-                    if id == a {
-                        fake.setState(id, "cancelled", error: "cancelled")
-                        fake.finished(id, state: "cancelled", body: "cancelled")
-                    } else {
-                        // No event at all: the stream's periodic status check finds the outcome.
-                        fake.setState(id, "timed_out", error: "attempt exceeded 10 ms")
-                    }
+            fake.afterFirstStatus { id in
+                if id == a {
+                    fake.setState(id, "cancelled", error: "cancelled")
+                    fake.finished(id, state: "cancelled", body: "cancelled")
+                } else {
+                    // No event at all: the stream's periodic status check finds the outcome.
+                    fake.setState(id, "timed_out", error: "attempt exceeded 10 ms")
                 }
             }
             let ra = try await client.execute(uri: "/api/tasks/\(a)/stream", method: .get, headers: Self.auth)
@@ -486,12 +497,7 @@ final class GatewayRouterTests: XCTestCase {
             assertAPIError(try await client.execute(uri: "/api/tasks/0000000000000001/stream", method: .get, headers: Self.auth),
                              .notFound, "not_found")
             let id = fake.add(state: "running")
-            fake.onSubscribe { _ in
-                Task {
-                    try? await Task.sleep(for: .milliseconds(20))
-                    fake.setDown(true)
-                }
-            }
+            fake.afterFirstStatus { _ in fake.setDown(true) }
             let r = try await client.execute(uri: "/api/tasks/\(id)/stream", method: .get, headers: Self.auth)
             let events = SSE.parse(String(buffer: r.body))
             XCTAssertEqual(events.map(\.event), ["status", "error"])
