@@ -11,51 +11,64 @@ final class AsyncBrokerClientTests: XCTestCase {
     let context = ZMQContext()
 
     /// A ROUTER on an ephemeral loopback port, served by its own thread until `stop`.
-    final class ScriptedBroker: @unchecked Sendable {
+    final class ScriptedBroker: Sendable {
         let endpoint: String
-        private let stopFlag = NSLock()
-        private var stopped = false
+        private let stopped = Locked(false)
         private let done = DispatchSemaphore(value: 0)
 
         /// `answer` gets each request; nil means "never answer". PINGs are answered at
         /// once; replies to other requests are held until `batch` of them are ready and
         /// then sent in reverse order, to prove matching by request id.
         init(context: ZMQContext, batch: Int = 1, answer: @escaping @Sendable (ClientRequest) -> ClientReply?) throws {
-            let router = try context.socket(.router)
-            try router.bind("tcp://127.0.0.1:*")
-            endpoint = try router.lastEndpoint()
-            // The socket moves to the serving thread once and is only used there.
-            nonisolated(unsafe) let owned = router
-            Thread { [self] in
+            // The socket is created, used and closed by the serving thread only.
+            let bound = Locked<Result<String, ZMQError>?>(nil)
+            let ready = DispatchSemaphore(value: 0)
+            let done = self.done
+            let stopped = self.stopped
+            Thread {
+                let router: ZMQSocket
+                do {
+                    router = try context.socket(.router)
+                    try router.bind("tcp://127.0.0.1:*")
+                    bound.set(.success(try router.lastEndpoint()))
+                } catch {
+                    bound.set(.failure(error as? ZMQError ?? ZMQError(errno: 0, operation: "\(error)")))
+                    ready.signal()
+                    done.signal()
+                    return
+                }
+                ready.signal()
                 var poller = ZMQPoller()
-                poller.add(owned)
+                poller.add(router)
                 var held: [[[UInt8]]] = []
-                while !isStopped {
+                while !stopped.get() {
                     guard (try? poller.poll(timeoutMs: 20))?.first == true else { continue }
-                    while let m = try? owned.receive(dontWait: true) {
+                    while let m = try? router.receive(dontWait: true) {
                         guard m.count > 1, let req = try? ClientRequest.decode(Array(m[1...])), let reply = answer(req) else { continue }
                         if case .ping = req {
-                            _ = try? owned.send([m[0]] + reply.encode())
+                            _ = try? router.send([m[0]] + reply.encode())
                             continue
                         }
                         held.append([m[0]] + reply.encode())
                         if held.count >= batch {
-                            for r in held.reversed() { _ = try? owned.send(r) }
+                            for r in held.reversed() { _ = try? router.send(r) }
                             held.removeAll()
                         }
                     }
                 }
-                owned.close()
+                router.close()
                 done.signal()
             }.start()
+            ready.wait()
+            switch bound.get() {
+            case .success(let e)?: endpoint = e
+            case .failure(let e)?: throw e
+            case nil: throw ZMQError(errno: 0, operation: "scripted broker did not start")
+            }
         }
 
-        var isStopped: Bool { stopFlag.lock(); defer { stopFlag.unlock() }; return stopped }
-
         func stop() {
-            stopFlag.lock()
-            stopped = true
-            stopFlag.unlock()
+            stopped.set(true)
             done.wait()
         }
     }
@@ -146,7 +159,8 @@ final class AsyncBrokerClientTests: XCTestCase {
         XCTAssertEqual(client.taskSubscriberCount, 0, "cancelling the reader unsubscribes")
     }
 
-    func testEventsAreRoutedByTaskAndRepublished() async throws {
+    /// Synchronous on purpose: the test's own sockets stay on one thread.
+    func testEventsAreRoutedByTaskAndRepublished() throws {
         let pub = try context.socket(.xpub)
         try pub.bind("tcp://127.0.0.1:*")
         let eventsEndpoint = try pub.lastEndpoint()
@@ -184,13 +198,12 @@ final class AsyncBrokerClientTests: XCTestCase {
             try pub.send([Array("worker.joined".utf8), Array("{}".utf8)])
             if republished == nil, let m = try downstream.receive(dontWait: true) { republished = m }
             if republished != nil, received.get() != nil { break }
-            try await Task.sleep(for: .milliseconds(20))
+            usleep(20_000)
         }
-        let first = await got.value
-        XCTAssertEqual(first, .event(BrokerEvent(topic: Array("task.progress".utf8), json: event)))
+        got.cancel()
+        XCTAssertEqual(received.get(), .event(BrokerEvent(topic: Array("task.progress".utf8), json: event)))
         XCTAssertEqual(republished, [Array("task.progress".utf8), event], "the raw stream is republished on --events-out")
         otherReader.cancel()
-        _ = await otherReader.value
         XCTAssertFalse(otherGot.get(), "events go only to subscribers of their task")
         downstream.close()
         pub.close()
