@@ -464,7 +464,7 @@ public final class Broker: @unchecked Sendable {
         w.field("stale_results", c.staleResults + staleFromUnknownPeers)
         w.field("malformed_messages", malformed)
         w.field("undeliverable_messages", undeliverable)
-        w.field("dead_letters", scheduler.deadLetters.count)
+        w.field("dead_letters", scheduler.deadLetterCount)
         w.beginObject("dispatch_latency_ms")
         w.field("p50", Double(latency.valueAtPercentile(50)) / 1000)
         w.field("p90", Double(latency.valueAtPercentile(90)) / 1000)

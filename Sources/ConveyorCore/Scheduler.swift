@@ -74,6 +74,9 @@ public struct Scheduler: Sendable {
         return nil
     }
 
+    /// Tasks in the dead-letter set, kept as a count so stats stay O(1).
+    public private(set) var deadLetterCount = 0
+
     public var deadLetters: [TaskRecord] {
         tasks.values.filter { $0.details?.dead == true }.sorted { $0.seq < $1.seq }
     }
@@ -247,6 +250,7 @@ public struct Scheduler: Sendable {
         guard let t = tasks[id], t.details?.dead == true else { return .failure(Rejection("not_found", "no dead-lettered task \(id)")) }
         guard queue.count < config.maxQueue else { return .failure(.queueFull(config.maxQueue)) }
         t.details?.dead = false
+        deadLetterCount -= 1
         t.details?.error = nil
         t.details?.finishedAt = nil
         // A fresh set of attempts includes deliveries: a task dead-lettered
@@ -374,6 +378,7 @@ public struct Scheduler: Sendable {
             delayedCount += 1
             delayedHeap.insert(Deadline(at: at, id: r.id, attempt: 0))
         case .succeeded, .failed, .timedOut, .cancelled:
+            if tasks[r.id]?.details?.dead != true && r.details?.dead == true { deadLetterCount += 1 }
             tasks[r.id] = r
             finished.append((r.id, r.details?.finishedAt ?? now))
         }
@@ -455,6 +460,7 @@ public struct Scheduler: Sendable {
         let d = t.detailsForWriting()
         d.finishedAt = now
         d.dead = dead
+        if dead { deadLetterCount += 1 }
         if state == .succeeded { d.result = body } else { d.error = error }
         // The handler has run; keep memory for results. A dead-lettered task
         // keeps its payload: `retryDead` runs it again and the TASK needs it
@@ -467,6 +473,7 @@ public struct Scheduler: Sendable {
 
     private mutating func forgetTask(_ id: TaskID) {
         guard let t = tasks.removeValue(forKey: id) else { return }
+        if t.details?.dead == true { deadLetterCount -= 1 }
         if let key = t.details?.idempotencyKey, idempotency[key] == id { idempotency[key] = nil }
     }
 

@@ -73,6 +73,7 @@ final class SchedulerReliabilityTests: XCTestCase {
         XCTAssertEqual(h.s.task(id)?.details?.error, "worker_lost")
         XCTAssertEqual(h.s.task(id)?.details?.dead, true)
         XCTAssertEqual(h.s.deadLetters.map(\.id), [id])
+        XCTAssertEqual(h.s.deadLetterCount, 1, "the O(1) count agrees with the listing")
         XCTAssertEqual(out.compactMap(\.finished), [Finished(client: h.client, task: id, state: .failed, body: Array("worker_lost".utf8))])
         XCTAssertEqual(h.s.counters.failed, 1)
         XCTAssertEqual(h.s.counters.reassigned, 2)
@@ -151,6 +152,7 @@ final class SchedulerReliabilityTests: XCTestCase {
         XCTAssertEqual(out.compactMap(\.event).map(\.name), ["timedOut"])
         XCTAssertEqual(h.s.counters.timedOut, 1)
         XCTAssertEqual(h.s.deadLetters.map(\.id), [id])
+        XCTAssertEqual(h.s.deadLetterCount, 1, "the O(1) count agrees with the listing")
         XCTAssertEqual(h.s.worker(w)?.running, [])
         XCTAssertEqual(h.s.runningCount, 0)
         // The late result is stale.
@@ -247,6 +249,7 @@ final class SchedulerReliabilityTests: XCTestCase {
         XCTAssertEqual(h.state(id), .cancelled)
         XCTAssertEqual(h.s.counters.staleResults, 1)
         XCTAssertEqual(h.s.deadLetters.count, 0, "cancelled tasks are not dead letters")
+        XCTAssertEqual(h.s.deadLetterCount, 0)
     }
 
     func testCancelDelayedNeverComesDue() {
