@@ -6,6 +6,10 @@ public protocol TaskJournal: AnyObject {
     func record(_ event: TaskEvent, task: TaskRecord?, now: Timestamp) throws
     /// Makes everything staged as durable as the journal's mode promises.
     func commit(now: Timestamp) throws
+    /// The largest task id ever journaled (nil for an empty journal), read
+    /// without loading any task: a scheduler created with it as `lastID`
+    /// never reissues an id, so recovery needs a single pass.
+    func lastTaskID() throws -> TaskID?
     /// Loads unfinished tasks (and retained finished ones) back into a scheduler.
     func recover(into scheduler: inout Scheduler, now: Timestamp) throws -> JournalRecovery
     /// A finished task no longer held in memory.

@@ -248,6 +248,17 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         syncer?.noteCommit()
     }
 
+    public func lastTaskID() throws -> TaskID? {
+        let path = self.path
+        do {
+            let maxRow = try db.inDatabase { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM tasks") }
+            let last = max(maxRow.map { UInt64(bitPattern: $0) } ?? 0, lastIDWritten)
+            return last == 0 ? nil : TaskID(raw: last)
+        } catch {
+            throw JournalError.from(error, path: path, doing: "reading the last task id")
+        }
+    }
+
     public func recover(into scheduler: inout Scheduler, now: Timestamp) throws -> JournalRecovery {
         let retention = scheduler.config.resultTTLSeconds * 1_000_000
         retentionUs = retention
@@ -259,6 +270,8 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         let path = self.path
         do {
             try db.inDatabase { db in
+                let unfinished = try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL") ?? 0
+                scheduler.reserveCapacity(forTasks: unfinished + keepFinished)
                 // Unfinished tasks in submission order: within each priority
                 // level that is FIFO order, which `restore` requires.
                 let open = RawStatement(try db.makeStatement(
@@ -293,13 +306,11 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                     }
                     info.finished = recent.count
                 }
-                let maxRow = try Int64.fetchOne(db, sql: "SELECT max(id) FROM tasks").map { UInt64(bitPattern: $0) } ?? 0
-                let last = max(maxRow, lastIDWritten)
-                info.lastID = last == 0 ? nil : TaskID(raw: last)
             }
         } catch {
             throw JournalError.from(error, path: path, doing: "recovering")
         }
+        info.lastID = try lastTaskID()
         return info
     }
 

@@ -247,6 +247,25 @@ final class JournalRecoveryTests: XCTestCase {
         }
     }
 
+    /// `lastTaskID()` is known before anything is loaded, so a broker can
+    /// create its scheduler with it and recover in one pass.
+    func testLastTaskIDAllowsASinglePassRecovery() throws {
+        let h = try JournalHarness()
+        var ids: [TaskID] = []
+        for _ in 0..<3 { ids.append(try h.submit(TaskSpec(type: "t"))) }
+        XCTAssertEqual(try h.journal?.lastTaskID(), ids.last)
+        try h.restart()
+        guard let journal = h.journal else { return XCTFail("no journal") }
+        let last = try journal.lastTaskID()
+        XCTAssertEqual(last, ids.last)
+        var s = Scheduler(config: h.schedulerConfig, now: t0, lastID: last)
+        let info = try journal.recover(into: &s, now: t0)
+        XCTAssertEqual(info.queued, 3)
+        XCTAssertEqual(info.lastID, last)
+        guard case .success(let a) = s.submit(TaskSpec(type: "t"), from: nil, now: t0) else { return XCTFail("rejected") }
+        XCTAssertGreaterThan(a.id, ids.last ?? a.id)
+    }
+
     /// `batch` mode journals the same way (only the fsync moment differs).
     func testBatchModeRoundTrips() throws {
         let h = try JournalHarness(durability: .batch)
