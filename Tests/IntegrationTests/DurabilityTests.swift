@@ -59,7 +59,9 @@ final class DurabilityTests: ClusterTestCase {
     func testRetriesFollowTheBackoffAcrossRestart() throws {
         let broker = try cluster.startDurableBroker()
         var log = EventLog(try cluster.subscribe(["task."]))
-        let flaky = "if [ \"$TASK_ATTEMPT\" -lt 3 ]; then echo \"attempt $TASK_ATTEMPT failed\" >&2; exit 1; fi; cat"
+        // Reads its payload first: a command that exits without reading stdin
+        // can take the worker down with SIGPIPE (a worker bug, reported).
+        let flaky = "p=$(cat); if [ \"$TASK_ATTEMPT\" -lt 3 ]; then echo \"attempt $TASK_ATTEMPT failed\" >&2; exit 1; fi; printf %s \"$p\""
         let worker = try cluster.startWorker(name: "flaky", ["--exec", flaky])
         let client = try cluster.client()
         defer { client.close() }
@@ -108,7 +110,7 @@ final class DurabilityTests: ClusterTestCase {
     /// listed, retried (with their payload), purged (for good).
     func testDeadLettersRoundTripThroughTheCLI() throws {
         var broker = try cluster.startDurableBroker()
-        let failing = try cluster.startWorker(name: "failing", ["--exec", "echo nope >&2; exit 3"])
+        let failing = try cluster.startWorker(name: "failing", ["--exec", "cat >/dev/null; echo nope >&2; exit 3"])
         let client = try cluster.client()
         defer { client.close() }
         let alpha = try submit(client, payload: "alpha")
