@@ -153,6 +153,89 @@ final class DurabilityCrashTests: ClusterTestCase {
     }
 }
 
+/// The same with the HTTP gateway in front: submissions go through
+/// `POST /api/tasks` with an idempotency key while the broker behind the
+/// gateway, the gateway itself and a worker are killed -9 at seeded moments.
+/// A submission that got no 200 (503 while the broker restarts, or no
+/// gateway to talk to) is sent again with the same key.
+final class DurabilityGatewayCrashTests: ClusterTestCase {
+    static let token = "durability-token"
+
+    func testKill9BehindAndOfTheGatewayLosesNothing() throws {
+        let seed = UInt64(ProcessInfo.processInfo.environment["CONVEYOR_CRASH_SEED"] ?? "") ?? 0xC0FFEE
+        var rng = CrashRNG(seed: seed &+ 1)
+        let total = 600
+        let brokerArgs = ["--max-running", "8", "--max-queue", "100000", "--max-deliveries", "1000"]
+        var broker = try cluster.startDurableBroker(brokerArgs)
+        var workers: [ManagedProcess] = []
+        for i in 0..<2 {
+            workers.append(try cluster.startWorker(name: "gw-w\(i)", ["--builtin", "sleep:3"], extra: ["--concurrency", "4"]))
+        }
+        var gateway = try cluster.startGateway(tokens: [Self.token])
+
+        var brokerKills = (0..<3).map { _ in Int.random(in: total / 10...total * 9 / 10, using: &rng) }.sorted()
+        var gatewayKills = [Int.random(in: total / 10...total * 9 / 10, using: &rng)]
+        var workerKills = [Int.random(in: total / 10...total * 9 / 10, using: &rng)]
+        print("gateway crash test seed \(seed): broker kills at \(brokerKills), gateway kill at \(gatewayKills), worker kill at \(workerKills)")
+        let priorities = ["low", "normal", "high", "urgent"]
+        var idOfKey: [Int: TaskID] = [:]
+        var conflicts: [String] = []
+        var unanswered = 0
+        let deadline = Date().addingTimeInterval(120)
+        for key in 0..<total {
+            if let at = brokerKills.first, key >= at {
+                brokerKills.removeFirst()
+                broker.kill9()
+                broker = try cluster.startDurableBroker(brokerArgs, restart: true)
+            }
+            if let at = gatewayKills.first, key >= at {
+                gatewayKills.removeFirst()
+                gateway.process.kill9()
+                gateway = try cluster.startGateway(tokens: [Self.token])
+            }
+            if let at = workerKills.first, key >= at {
+                workerKills.removeFirst()
+                workers[0].kill9()
+                workers[0] = try cluster.startWorker(name: "gw-w-replacement", ["--builtin", "sleep:3"], extra: ["--concurrency", "4"])
+            }
+            let body = #"{"type":"load","payload":"task-\#(key)","priority":"\#(priorities[key % 4])","idempotency_key":"gw-\#(key)"}"#
+            while idOfKey[key] == nil && Date() < deadline {
+                let r: GatewayHTTPClient.Response
+                do { r = try gateway.http.json("POST", "/api/tasks", token: Self.token, json: body) } catch {
+                    unanswered += 1
+                    continue
+                }
+                switch r.status {
+                case 200:
+                    guard let id = (r.json["task_id"] as? String).flatMap({ TaskID($0) }) else { return XCTFail("no task_id in \(r.text)") }
+                    if let known = idOfKey[key], known != id { conflicts.append("key \(key): \(known) and \(id)") }
+                    idOfKey[key] = id
+                case 503:
+                    unanswered += 1
+                default:
+                    return XCTFail("unexpected \(r.status) \(r.text)")
+                }
+            }
+        }
+        XCTAssertEqual(idOfKey.count, total, "every submission acknowledged before the deadline")
+        XCTAssertEqual(conflicts, [])
+        let ids = Array(idOfKey.values)
+        XCTAssertEqual(Set(ids).count, total)
+        let finals = try cluster.waitUntilAllFinal(ids, timeout: 60)
+        let wrong = idOfKey.filter { key, id in
+            finals[id]?["state"] as? String != "succeeded" || finals[id]?["result"] as? String != "task-\(key)"
+        }
+        XCTAssertEqual(wrong.count, 0, "tasks without their own result: \(wrong.prefix(5).map { "\($0.value)" })")
+        // The gateway answers STATUS for them too, from the restarted broker.
+        for (key, id) in idOfKey.sorted(by: { $0.key < $1.key }).prefix(5) {
+            let r = try gateway.http.json("GET", "/api/tasks/\(id)/status", token: Self.token)
+            XCTAssertEqual(r.status, 200, r.text)
+            XCTAssertEqual(r.json["result"] as? String, "task-\(key)")
+        }
+        print("gateway crash test: \(total) tasks, \(unanswered) submissions unanswered and sent again")
+    }
+}
+
 /// Seeded randomness: a failing run can be replayed with CONVEYOR_CRASH_SEED.
 struct CrashRNG: RandomNumberGenerator {
     var state: UInt64
