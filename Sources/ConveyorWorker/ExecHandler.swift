@@ -136,6 +136,10 @@ final class ChildProcess: @unchecked Sendable {
     var outputsClosed: Bool { readFDs.isEmpty }
 
     static func spawn(_ argv: [String], environment: [String: String]) throws -> ChildProcess {
+        // A command that exits without reading its payload closes our stdin
+        // pipe: the write must fail with EPIPE, not kill the worker with SIGPIPE.
+        // (The child gets SIGPIPE back as default through setsigdefault below.)
+        signal(SIGPIPE, SIG_IGN)
         var pipes: [[Int32]] = []
         for _ in 0..<4 {
             var p: [Int32] = [0, 0]

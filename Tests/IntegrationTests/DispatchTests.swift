@@ -84,6 +84,20 @@ final class DispatchTests: ClusterTestCase {
         XCTAssertEqual(try cluster.stats()["total_timeout"] as? Int, 1)
     }
 
+    /// A command that exits without reading a large payload fails that task
+    /// only: the worker (which gets EPIPE, not SIGPIPE) goes on.
+    func testCommandIgnoringItsPayloadDoesNotKillTheWorker() throws {
+        try cluster.startBroker()
+        let worker = try cluster.startWorker(name: "w", ["--exec", "if [ \"$TASK_TYPE\" = rude ]; then exit 7; fi; cat"])
+        let client = try cluster.client()
+        let rude = try submit(client, type: "rude", payload: String(repeating: "x", count: 1 << 20))
+        try cluster.waitForState(rude, "failed")
+        XCTAssertTrue(worker.isRunning, "worker died: \(worker.stderr.suffix(500))")
+        let next = try submit(client, type: "polite", payload: "still here")
+        try cluster.waitForState(next, "succeeded")
+        XCTAssertEqual(try cluster.status(next)["result"] as? String, "still here")
+    }
+
     /// Cancelling a running task stops its process and frees the worker.
     func testCancelRunningTask() throws {
         try cluster.startBroker()
