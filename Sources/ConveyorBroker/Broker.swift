@@ -63,13 +63,9 @@ public final class Broker: @unchecked Sendable {
 
         if let journal {
             let t0 = clock.now()
-            var fresh = Scheduler(config: config.scheduler, now: t0)
+            // Ids continue after the largest ever written, so none is reused.
+            var fresh = Scheduler(config: config.scheduler, now: t0, lastID: try journal.lastTaskID())
             let info = try journal.recover(into: &fresh, now: t0)
-            if let last = info.lastID {
-                var withIDs = Scheduler(config: config.scheduler, now: t0, lastID: last)
-                _ = try journal.recover(into: &withIDs, now: t0)
-                fresh = withIDs
-            }
             scheduler = fresh
             fresh.drainOutput(into: &output)
             output.removeAll()
@@ -319,6 +315,10 @@ public final class Broker: @unchecked Sendable {
         for _ in 0..<4 {
             scheduler.drainOutput(into: &output)
             if output.isEmpty && replies.isEmpty { return }
+            // Workers need not wait for the fsync: a crash before the commit
+            // only means the task runs again (at-least-once), and a worker
+            // round trip per fsync would cap throughput at slots / fsync time.
+            for o in output where o.isForWorker { perform(o, now) }
             if let journal {
                 for case .event(let e) in output {
                     try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: now)
@@ -327,7 +327,7 @@ public final class Broker: @unchecked Sendable {
             }
             for (peer, frames) in replies { send(clients, peer, frames) }
             replies.removeAll(keepingCapacity: true)
-            for o in output { perform(o, now) }
+            for o in output where !o.isForWorker { perform(o, now) }
             // Sends can fail (a worker vanished), which requeues: dispatch again.
             scheduler.dispatch(now: now)
         }
@@ -492,6 +492,8 @@ public final class Broker: @unchecked Sendable {
         // Tell workers; they reconnect to whichever broker comes back.
         for w in scheduler.allWorkers { sendToWorker(w.peer, .disconnect) }
         try journal?.commit(now: now)
+        // Give the last replies and DISCONNECTs a moment to leave.
+        for s in [clients, workers] { try? s?.setLinger(ms: 1000) }
         clients.close()
         workers.close()
         events.socket.close()
@@ -501,4 +503,14 @@ public final class Broker: @unchecked Sendable {
 
 extension JSONWriter {
     mutating func field(strings: [String], key: String) { field(key, strings: strings) }
+}
+
+extension SchedulerOutput {
+    /// Messages to workers, which carry no promise of durability to anyone.
+    var isForWorker: Bool {
+        switch self {
+        case .assign, .cancelOnWorker: true
+        case .notifyProgress, .notifyFinished, .event: false
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import CZeroMQ
+import Synchronization
 
 /// Owns libzmq's I/O threads. Thread-safe, unlike sockets: create one per
 /// process and hand it to every thread that opens sockets.
@@ -19,9 +20,22 @@ public final class ZMQContext: @unchecked Sendable {
         zmq_ctx_shutdown(handle)
     }
 
-    deinit {
+    private let terminated = Mutex(false)
+
+    /// Waits until every socket is closed and their lingering messages are
+    /// sent (or their linger expires), then frees the context. Call it before
+    /// a process exits: exiting with the context alive drops whatever libzmq's
+    /// I/O thread has not yet written, such as a worker's last DONE.
+    public func terminate() {
+        let first = terminated.withLock { t in
+            defer { t = true }
+            return !t
+        }
+        guard first else { return }
         while zmq_ctx_term(handle) != 0 && czmq_errno() == EINTR {}
     }
+
+    deinit { terminate() }
 
     public func socket(_ type: ZMQSocketType) throws(ZMQError) -> ZMQSocket {
         try ZMQSocket(context: self, type: type)

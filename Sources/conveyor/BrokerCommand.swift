@@ -75,5 +75,6 @@ struct BrokerCommand: ParsableCommand {
             logger.critical("broker loop failed: \(error)")
             throw ExitCode(1)
         }
+        context.terminate() // lets the final replies and DISCONNECTs leave
     }
 }

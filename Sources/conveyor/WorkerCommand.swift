@@ -49,9 +49,11 @@ struct WorkerCommand: ParsableCommand {
         opts.graceMs = Int64(grace * 1000)
         opts.maxTasks = maxTasks
         let logger = try logging.bootstrap("conveyor.worker")
-        let worker = Worker(options: opts, handler: handler, context: ZMQContext(), logger: logger)
+        let context = ZMQContext()
+        let worker = Worker(options: opts, handler: handler, context: context, logger: logger)
         onTerminationSignal { worker.requestStop() }
         try worker.run()
+        context.terminate() // flushes the last DONE/RETURN/DISCONNECT before exit
     }
 }
 

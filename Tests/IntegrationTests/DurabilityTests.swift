@@ -216,6 +216,8 @@ final class DurabilityTests: ClusterTestCase {
         try cluster.waitForState(id, "running")
         patient.signal(SIGTERM)
         XCTAssertEqual(patient.waitForExit(timeout: 10), 0)
+        // Its DONE left before its DISCONNECT; the broker may read them just after we ask.
+        try cluster.waitForState(id, "succeeded", timeout: 10)
         let st = try cluster.status(id)
         XCTAssertEqual(st["state"] as? String, "succeeded", "\(st)")
         XCTAssertEqual(st["attempt"] as? Int, 1, "finished by the draining worker, not run again")

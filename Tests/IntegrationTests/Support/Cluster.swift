@@ -141,7 +141,12 @@ final class Cluster: @unchecked Sendable {
 
     func tearDown(failed: Bool) {
         for p in processes.reversed() { p.stop() }
-        if !failed { try? FileManager.default.removeItem(at: directory) } else { print("kept test output in \(directory.path)") }
+        // A test that fails by throwing is only counted after tearDown, hence the variable.
+        if failed || ProcessInfo.processInfo.environment["CONVEYOR_KEEP_TEST_OUTPUT"] != nil {
+            print("kept test output in \(directory.path)")
+        } else {
+            try? FileManager.default.removeItem(at: directory)
+        }
     }
 }
 
