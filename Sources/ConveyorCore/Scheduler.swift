@@ -509,11 +509,12 @@ public struct SchedulerCounters: Sendable, Equatable {
     public init() {}
 }
 
-/// Small, fast, seedable: enough for retry jitter, and deterministic in tests.
-struct SplitMix64: Sendable {
+/// Small, fast, seedable: enough for retry jitter, and deterministic in tests
+/// (which use it too, for seeded workloads and crash moments).
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -10,17 +10,7 @@ func sec(_ n: Int64) -> Timestamp { n * 1_000_000 }
 func peer(_ name: String) -> PeerID { PeerID(Array(name.utf8)) }
 
 /// Deterministic randomness for tests (not the scheduler's own generator).
-struct TestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+typealias TestRNG = SplitMix64
 
 struct Assignment: Equatable {
     let worker: PeerID

@@ -1,3 +1,4 @@
+import ConveyorCore
 import Foundation
 import XCTest
 @testable import ConveyorProtocol
@@ -96,7 +97,7 @@ final class JSONWriterTests: XCTestCase {
     }
 
     func testRandomStringsAlwaysRoundTrip() {
-        var rng = FuzzTests.RNG(state: 9)
+        var rng = FuzzTests.RNG(seed: 9)
         for _ in 0..<500 {
             var s = ""
             for _ in 0..<Int.random(in: 0...30, using: &rng) {
