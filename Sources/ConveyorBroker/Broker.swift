@@ -126,14 +126,8 @@ public final class Broker: @unchecked Sendable {
 
     private func drain(_ socket: ZMQSocket, _ handle: ([[UInt8]], Timestamp) -> Void) {
         let now = clock.now()
-        for _ in 0..<512 {
-            let msg: [[UInt8]]?
-            do { msg = try socket.receive(dontWait: true) } catch {
-                if error.isTerminated { running = false }
-                return
-            }
-            guard let m = msg else { return }
-            handle(m, now)
+        do { try socket.receiveWaiting(limit: 512) { handle($0, now) } } catch {
+            if error.isTerminated { running = false }
         }
     }
 

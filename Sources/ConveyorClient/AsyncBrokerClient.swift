@@ -417,44 +417,36 @@ private final class EventLoop {
     }
 
     func readReplies(_ socket: ZMQSocket) {
-        for _ in 0..<2048 {
-            let frames: [[UInt8]]
-            do {
-                guard let f = try socket.receive(dontWait: true) else { return }
-                frames = f
-            } catch {
-                if error.isTerminated { running = false }
-                return
-            }
-            // proto §3.4: ignore broker messages that do not parse.
-            guard let reply = try? ClientReply.decode(frames) else { continue }
-            if let rid = reply.requestID {
-                if let id = AsyncBrokerClient.decodeRequestID(rid), let p = pending.removeValue(forKey: id) {
-                    p.continuation.resume(returning: reply)
+        do {
+            try socket.receiveWaiting(limit: 2048) { frames in
+                // proto §3.4: ignore broker messages that do not parse.
+                guard let reply = try? ClientReply.decode(frames) else { return }
+                if let rid = reply.requestID {
+                    if let id = AsyncBrokerClient.decodeRequestID(rid), let p = pending.removeValue(forKey: id) {
+                        p.continuation.resume(returning: reply)
+                    }
+                } else if case .finished(let id, let state, let body) = reply {
+                    registry.deliver(id, .finished(state: state, body: body))
                 }
-            } else if case .finished(let id, let state, let body) = reply {
-                registry.deliver(id, .finished(state: state, body: body))
             }
+        } catch {
+            if error.isTerminated { running = false }
         }
     }
 
     func readEvents(_ socket: ZMQSocket) {
-        for _ in 0..<2048 {
-            let frames: [[UInt8]]
-            do {
-                guard let f = try socket.receive(dontWait: true) else { return }
-                frames = f
-            } catch {
-                if error.isTerminated { running = false }
-                return
+        do {
+            try socket.receiveWaiting(limit: 2048) { frames in
+                guard frames.count == 2, !frames[0].isEmpty else { return }
+                if let x = xpub { _ = try? x.send(frames, dontWait: true) }
+                let event = BrokerEvent(topic: frames[0], json: frames[1])
+                registry.publish(event)
+                if event.topic.starts(with: EventLoop.taskPrefix), let id = event.taskID {
+                    registry.deliver(id, .event(event))
+                }
             }
-            guard frames.count == 2, !frames[0].isEmpty else { continue }
-            if let x = xpub { _ = try? x.send(frames, dontWait: true) }
-            let event = BrokerEvent(topic: frames[0], json: frames[1])
-            registry.publish(event)
-            if event.topic.starts(with: EventLoop.taskPrefix), let id = event.taskID {
-                registry.deliver(id, .event(event))
-            }
+        } catch {
+            if error.isTerminated { running = false }
         }
     }
 

@@ -169,3 +169,15 @@ public final class ZMQSocket {
     /// For `ZMQPoller`.
     var rawHandle: UnsafeMutableRawPointer? { handle }
 }
+
+extension ZMQSocket {
+    /// Hands up to `limit` waiting messages to `body` without blocking, so a
+    /// poll loop can empty a socket yet bound the time spent on it. Throws
+    /// only real errors (such as ETERM), never "nothing waiting".
+    public func receiveWaiting(limit: Int, _ body: ([[UInt8]]) -> Void) throws(ZMQError) {
+        for _ in 0..<limit {
+            guard let frames = try receive(dontWait: true) else { return }
+            body(frames)
+        }
+    }
+}
