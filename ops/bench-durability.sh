@@ -55,11 +55,13 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-none=$(median "${RATES[none]}")
-for mode in none batch fsync; do
-  m=$(median "${RATES[$mode]}")
-  echo "throughput median [$mode]: $m tasks/s ($(awk -v a="$m" -v b="$none" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') x none)"
-done
+if [ "$ROUNDS" -gt 0 ]; then
+  none=$(median "${RATES[none]}")
+  for mode in none batch fsync; do
+    m=$(median "${RATES[$mode]}")
+    echo "throughput median [$mode]: $m tasks/s ($(awk -v a="$m" -v b="$none" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') x none)"
+  done
+fi
 
 # --- helpers ------------------------------------------------------------------
 # start_broker NAME ARGS... : starts a broker on ephemeral ports, waits for its
