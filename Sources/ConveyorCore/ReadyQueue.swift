@@ -114,20 +114,45 @@ public struct ReadyQueue: Sendable {
         live[level] -= 1
     }
 
-    /// Live task ids in dispatch order (for listings; O(n)).
+    /// Live task ids in dispatch order, at most `limit` of them. Each lane is
+    /// sorted, so the first k of a level come from the first k of each lane:
+    /// the work is O(levels × types × limit), not O(queue).
     public func inDispatchOrder(isLive: (TaskID) -> Bool, limit: Int) -> [TaskID] {
         var out: [TaskID] = []
         for p in Priority.dispatchOrder {
+            let want = limit - out.count
+            if want <= 0 { break }
             var merged: [Entry] = []
             for t in types {
-                if let d = lanes[t]?.levels[Int(p.rawValue)] { merged.append(contentsOf: d.filter { isLive($0.id) }) }
+                guard let d = lanes[t]?.levels[Int(p.rawValue)] else { continue }
+                var taken = 0
+                for e in d where isLive(e.id) {
+                    if taken == want { break }
+                    merged.append(e)
+                    taken += 1
+                }
             }
             if types.count > 1 { merged.sort { $0.order < $1.order } }
-            for e in merged {
-                if out.count >= limit { return out }
-                out.append(e.id)
-            }
+            out.append(contentsOf: merged.prefix(want).map(\.id))
         }
         return out
+    }
+
+    /// How many live tasks will be dispatched before `id` (queued at
+    /// `priority` with `type`), or nil if it is not in the queue. Counts in
+    /// place: no listing is built.
+    public func position(of id: TaskID, type: String, priority: Priority, isLive: (TaskID) -> Bool) -> Int? {
+        let level = Int(priority.rawValue)
+        guard let own = lanes[type]?.levels[level].first(where: { $0.id == id }) else { return nil }
+        var n = 0
+        for p in 0..<4 where p > level { n += live[p] }
+        for t in types {
+            guard let d = lanes[t]?.levels[level] else { continue }
+            for e in d {
+                if e.order >= own.order { break } // lanes are sorted by order
+                if isLive(e.id) { n += 1 }
+            }
+        }
+        return n
     }
 }

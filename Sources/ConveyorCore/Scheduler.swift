@@ -62,16 +62,11 @@ public struct Scheduler: Sendable {
         workers.values.flatMap { $0.running }.compactMap { tasks[$0] }.sorted { $0.seq < $1.seq }
     }
 
-    /// Position in dispatch order (0 = next), or nil when not queued. O(queue) in the worst case.
+    /// Position in dispatch order (0 = next), or nil when not queued.
+    /// O(tasks queued at its level), without building a listing.
     public func queuePosition(of id: TaskID) -> Int? {
         guard let t = tasks[id], t.state == .queued else { return nil }
-        var n = 0
-        for p in Priority.dispatchOrder where p > t.priority { n += queue.count(p) }
-        for other in queuedInOrder(limit: Int.max) where other.priority == t.priority {
-            if other.id == id { return n }
-            n += 1
-        }
-        return nil
+        return queue.position(of: id, type: t.type, priority: t.priority, isLive: { tasks[$0]?.state == .queued })
     }
 
     /// Tasks in the dead-letter set, kept as a count so stats stay O(1).

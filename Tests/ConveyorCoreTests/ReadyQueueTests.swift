@@ -33,6 +33,36 @@ final class ReadyQueueTests: XCTestCase {
         XCTAssertTrue(q.isEmpty)
     }
 
+    /// A bounded listing is the prefix of the full one, and `position(of:)`
+    /// (counted in place) agrees with the index in the full listing, across
+    /// types, levels, head insertions and lazily removed entries.
+    func testBoundedListingAndPositionAgreeWithTheFullOrder() {
+        var rng = TestRNG(seed: 23)
+        var q = ReadyQueue()
+        var where_: [TaskID: (String, Priority)] = [:]
+        var dead: Set<TaskID> = []
+        for n in 1...500 {
+            let t = ["pdf", "img", "mail"].randomElement(using: &rng)!
+            let p = Priority.allCases.randomElement(using: &rng)!
+            let i = id(UInt64(n))
+            if n % 7 == 0 { q.prepend(i, type: t, priority: p) } else { q.append(i, type: t, priority: p) }
+            where_[i] = (t, p)
+            if n % 5 == 0 { dead.insert(i); q.forget(priority: p) }
+        }
+        let isLive: (TaskID) -> Bool = { !dead.contains($0) }
+        let full = q.inDispatchOrder(isLive: isLive, limit: .max)
+        XCTAssertEqual(full.count, q.count)
+        for k in [0, 1, 2, 17, 100, 399, 400, 1000] {
+            XCTAssertEqual(q.inDispatchOrder(isLive: isLive, limit: k), Array(full.prefix(k)), "limit \(k)")
+        }
+        for (index, i) in full.enumerated() {
+            let (t, p) = where_[i]!
+            XCTAssertEqual(q.position(of: i, type: t, priority: p, isLive: isLive), index, "\(i)")
+        }
+        var copy = q
+        XCTAssertEqual(drain(&copy, dead: dead), full, "the listing is the dispatch order")
+    }
+
     func testFIFOWithinALevelAcrossTypes() {
         var rng = TestRNG(seed: 11)
         var q = ReadyQueue()
