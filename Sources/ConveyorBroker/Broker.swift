@@ -47,7 +47,7 @@ public final class Broker: @unchecked Sendable {
         self.clock = clock
         self.journal = journal
         startedAt = clock.now()
-        scheduler = Scheduler(config: config.scheduler, now: startedAt)
+        scheduler = Scheduler(config: config.scheduler, now: startedAt, wallNow: clock.wallNow())
     }
 
     /// Binds the endpoints and replays the journal. Returns the endpoints as
@@ -64,8 +64,9 @@ public final class Broker: @unchecked Sendable {
         if let journal {
             let t0 = clock.now()
             // Ids continue after the largest ever written, so none is reused.
-            var fresh = Scheduler(config: config.scheduler, now: t0, lastID: try journal.lastTaskID())
-            let info = try journal.recover(into: &fresh, now: t0)
+            var fresh = Scheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow(), lastID: try journal.lastTaskID())
+            // The journal's times are wall-clock times.
+            let info = try journal.recover(into: &fresh, now: fresh.wall(t0))
             scheduler = fresh
             fresh.drainOutput(into: &output)
             output.removeAll()
@@ -82,6 +83,16 @@ public final class Broker: @unchecked Sendable {
             "types": "\(s.allowedTypes.map { $0.sorted().joined(separator: ",") } ?? "any")",
             "durability": "\(journal == nil ? "none" : config.journal.durability.rawValue)",
         ])
+        let p = s.policy
+        if !p.isPlain || !scheduler.policy.paused.isEmpty {
+            logger.info("dispatch policy", metadata: [
+                "type_concurrency": "\(p.typeConcurrency.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))",
+                "rate_limits": "\(p.rateLimits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))",
+                "cost_limits": "\(p.costLimits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))",
+                "aging_s": "\(p.agingUs.map { "\($0 / 1_000_000)" } ?? "off")",
+                "paused": "\(scheduler.policy.paused.sorted().joined(separator: ","))",
+            ])
+        }
         return bound
     }
 
@@ -114,6 +125,7 @@ public final class Broker: @unchecked Sendable {
             if ready[iEvents] { events.readSubscriptions() }
             if ready[iControl] { for c in control.drain() where c == .stop { beginShutdown() } }
             let now = clock.now()
+            scheduler.setWallClock(clock.wallNow(), at: now)
             scheduler.tick(now: now)
             scheduler.dispatch(now: now)
             timers(now)
@@ -152,6 +164,7 @@ public final class Broker: @unchecked Sendable {
         }
         switch request {
         case .submit(let rid, let spec):
+            scheduler.setWallClock(clock.wallNow(), at: now)
             switch scheduler.submit(spec, from: intern(peer), now: now) {
             case .success(let a):
                 reply(peer, .accepted(requestID: rid, id: a.id, position: a.position))
@@ -163,7 +176,8 @@ public final class Broker: @unchecked Sendable {
             }
         case .status(let rid, let id):
             if let t = scheduler.task(id) ?? (try? journal?.lookup(id)) ?? nil {
-                reply(peer, .status(requestID: rid, json: TaskJSON.status(t, position: scheduler.queuePosition(of: id))))
+                reply(peer, .status(requestID: rid, json: TaskJSON.status(
+                    t, position: scheduler.queuePosition(of: id, now: now), waitingFor: scheduler.waitingFor(id, now: now))))
             } else {
                 reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
             }
@@ -181,8 +195,10 @@ public final class Broker: @unchecked Sendable {
             reply(peer, .stats(requestID: rid, json: statsJSON(now)))
         case .tasks(let rid, let limit):
             let runningJSON = scheduler.runningTasks.prefix(limit).map { TaskJSON.status($0, position: nil) }
-            let queued = scheduler.queuedInOrder(limit: limit)
-            let queuedJSON = queued.enumerated().map { TaskJSON.status($1, position: $0) }
+            let queued = scheduler.queuedInOrder(limit: limit, now: now)
+            let queuedJSON = queued.enumerated().map {
+                TaskJSON.status($1, position: $0, waitingFor: scheduler.waitingFor($1.id, now: now))
+            }
             var w = JSONWriter()
             w.field("running", raw: JSONWriter.array(runningJSON))
             w.field("queued", raw: JSONWriter.array(queuedJSON))
@@ -192,6 +208,14 @@ public final class Broker: @unchecked Sendable {
             reply(peer, .pong(requestID: rid))
         case .dead(let rid, let action):
             handleDead(peer, rid, action, now)
+        case .type(let rid, let action, let type):
+            let changed = action == .pause ? scheduler.pause(type: type) : scheduler.resume(type: type)
+            if changed { logger.notice("type \(action == .pause ? "paused" : "resumed")", metadata: ["type": "\(type)"]) }
+            var w = JSONWriter()
+            w.field("type", type)
+            w.field("paused", scheduler.policy.paused.contains(type))
+            w.field("changed", changed)
+            reply(peer, .type(requestID: rid, json: w.finish()))
         }
     }
 
@@ -244,7 +268,7 @@ public final class Broker: @unchecked Sendable {
         }
         guard scheduler.heard(from: peer, now: now) else {
             switch message {
-            case .done, .fail, .progress: staleFromUnknownPeers += 1 // an attempt that was already taken away
+            case .done, .fail, .progress, .retryLater: staleFromUnknownPeers += 1 // an attempt that was already taken away
             default: break
             }
             if message != .disconnect { sendToWorker(peer, .disconnect) }
@@ -253,10 +277,11 @@ public final class Broker: @unchecked Sendable {
         switch message {
         case .ready, .heartbeat: break
         case .progress(let id, let a, let p, let m): scheduler.progress(id, attempt: a, percent: p, message: m, from: peer, now: now)
-        case .done(let id, let a, let r): scheduler.succeeded(id, attempt: a, result: r, from: peer, now: now)
+        case .done(let id, let a, let r, let cost): scheduler.succeeded(id, attempt: a, result: r, cost: cost, from: peer, now: now)
         case .fail(let id, let a, let e): scheduler.failed(id, attempt: a, error: e, from: peer, now: now)
         case .drain: scheduler.drain(worker: peer)
         case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
+        case .retryLater(let id, let a, let ms): scheduler.retryLater(id, attempt: a, afterMs: ms, from: peer, now: now)
         case .disconnect: scheduler.workerGone(peer, reason: "disconnected", now: now)
         }
     }
@@ -279,7 +304,8 @@ public final class Broker: @unchecked Sendable {
     private func pollTimeoutMs() -> Int {
         let now = clock.now()
         var next = min(nextHeartbeat, nextStats)
-        if let d = scheduler.nextDeadline { next = min(next, d) }
+        // Includes holds and rate windows running out: no busy polling.
+        if let d = scheduler.nextDeadline(now: now) { next = min(next, d) }
         let ms = (next - now + 999) / 1000
         return Int(max(0, min(ms, config.scheduler.heartbeatIntervalMs)))
     }
@@ -294,7 +320,7 @@ public final class Broker: @unchecked Sendable {
             nextStats = now + config.statsIntervalMs * 1000
         }
         if let journal, now >= nextCompaction {
-            do { try journal.compact(olderThan: now - config.scheduler.resultTTLSeconds * 1_000_000) } catch {
+            do { try journal.compact(olderThan: scheduler.wall(now) - config.scheduler.resultTTLSeconds * 1_000_000) } catch {
                 logger.error("journal compaction failed", metadata: ["error": "\(error)"])
             }
             nextCompaction = now + 60_000_000
@@ -314,10 +340,11 @@ public final class Broker: @unchecked Sendable {
             // round trip per fsync would cap throughput at slots / fsync time.
             for o in output where o.isForWorker { perform(o, now) }
             if let journal {
+                let wall = scheduler.wall(now)
                 for case .event(let e) in output {
-                    try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: now)
+                    try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: wall)
                 }
-                try journal.commit(now: now)
+                try journal.commit(now: wall)
             }
             for (peer, frames) in replies { send(clients, peer, frames) }
             replies.removeAll(keepingCapacity: true)
@@ -369,9 +396,17 @@ public final class Broker: @unchecked Sendable {
 
     private func announce(_ e: TaskEvent, _ now: Timestamp) {
         let t = e.taskID.flatMap { scheduler.task($0) }
+        let wall = scheduler.wall(now)
         func pub(_ topic: String, _ id: TaskID, _ extra: (inout JSONWriter) -> Void = { _ in }) {
             guard events.wants(topic) else { return }
-            events.publish(topic, TaskJSON.event(String(topic.dropFirst(5)), t, id: id, now: now, extra: extra))
+            events.publish(topic, TaskJSON.event(String(topic.dropFirst(5)), t, id: id, now: wall, extra: extra))
+        }
+        func pubType(_ topic: String, _ type: String, _ extra: (inout JSONWriter) -> Void = { _ in }) {
+            guard events.wants(topic) else { return }
+            var w = JSONWriter()
+            w.field("event", String(topic.dropFirst(5))); w.field("type", type); w.field("ts", wall.rfc3339)
+            extra(&w)
+            events.publish(topic, w.finish())
         }
         switch e {
         case .queued(let id, let pos):
@@ -381,7 +416,7 @@ public final class Broker: @unchecked Sendable {
         case .delayed(let id, let at):
             pub("task.delayed", id) { $0.field("run_at", at.rfc3339) }
         case .due(let id):
-            pub("task.queued", id) { $0.field("queue_position", self.scheduler.queueSize - 1) }
+            pub("task.queued", id) { $0.field("queue_position", self.scheduler.queuePosition(of: id, now: now) ?? 0) }
         case .started(let id, _, let worker, let lat):
             latency.record(UInt64(max(0, lat)))
             logger.info("task dispatched", metadata: ["task": "\(id)", "worker": "\(worker)", "remaining": "\(scheduler.queueSize)"])
@@ -412,20 +447,33 @@ public final class Broker: @unchecked Sendable {
             pub("task.cancelled", id) { $0.field("previous_state", prev.rawValue) }
         case .deadRetried(let id):
             logger.info("dead letter retried", metadata: ["task": "\(id)"])
-            pub("task.queued", id) { $0.field("queue_position", self.scheduler.queueSize - 1) }
+            pub("task.queued", id) { $0.field("queue_position", self.scheduler.queuePosition(of: id, now: now) ?? 0) }
         case .purged, .expired:
             break
+        case .rateLimited(let id, let from, let ms):
+            logger.warning("task rate limited by its API: back in the queue", metadata: ["task": "\(id)", "worker": "\(from)", "retry_after_ms": "\(ms)"])
+            pub("task.rate_limited", id) { $0.field("from_worker", from); $0.field("retry_after_ms", ms) }
+        case .typeHeld(let type, let until):
+            logger.warning("type held after a rate-limit answer", metadata: ["type": "\(type)", "until": "\(until.rfc3339)"])
+            pubType("type.held", type) { $0.field("held_until", until.rfc3339) }
+        case .typeReleased(let type):
+            logger.info("type released", metadata: ["type": "\(type)"])
+            pubType("type.released", type)
+        case .typePaused(let type):
+            pubType("type.paused", type)
+        case .typeResumed(let type):
+            pubType("type.resumed", type)
         case .workerJoined(let name, let types, let cap):
             if events.wants("worker.joined") {
                 var w = JSONWriter()
-                w.field("event", "joined"); w.field("worker", name); w.field(strings: types, key: "types"); w.field("capacity", cap); w.field("ts", now.rfc3339)
+                w.field("event", "joined"); w.field("worker", name); w.field(strings: types, key: "types"); w.field("capacity", cap); w.field("ts", wall.rfc3339)
                 events.publish("worker.joined", w.finish())
             }
         case .workerLost(let name, let reason):
             logger.warning("worker lost", metadata: ["worker": "\(name)", "reason": "\(reason)"])
             if events.wants("worker.lost") {
                 var w = JSONWriter()
-                w.field("event", "lost"); w.field("worker", name); w.field("reason", reason); w.field("ts", now.rfc3339)
+                w.field("event", "lost"); w.field("worker", name); w.field("reason", reason); w.field("ts", wall.rfc3339)
                 events.publish("worker.lost", w.finish())
             }
         }
@@ -459,6 +507,10 @@ public final class Broker: @unchecked Sendable {
         w.field("malformed_messages", malformed)
         w.field("undeliverable_messages", undeliverable)
         w.field("dead_letters", scheduler.deadLetterCount)
+        w.field("tasks_rate_limited", c.rateLimited)
+        w.beginObject("types")
+        for ts in scheduler.typeStats(now: now) { TaskJSON.typeStats(ts, into: &w) }
+        w.endObject()
         w.beginObject("dispatch_latency_ms")
         w.field("p50", Double(latency.valueAtPercentile(50)) / 1000)
         w.field("p90", Double(latency.valueAtPercentile(90)) / 1000)
@@ -467,7 +519,7 @@ public final class Broker: @unchecked Sendable {
         w.field("count", Int(latency.totalCount))
         w.endObject()
         w.field("uptime_s", (now - startedAt) / 1_000_000)
-        w.field("timestamp", now.rfc3339)
+        w.field("timestamp", scheduler.wall(now).rfc3339)
         return w.finish()
     }
 

@@ -5,7 +5,7 @@ import Foundation
 /// JSON shapes the broker sends out: status objects, events, stats.
 /// Hand-written with `JSONWriter` because events are on the hot path.
 enum TaskJSON {
-    static func status(_ t: TaskRecord, position: Int?) -> [UInt8] {
+    static func status(_ t: TaskRecord, position: Int?, waitingFor: WaitReason? = nil) -> [UInt8] {
         var w = JSONWriter(capacity: 384)
         w.field("task_id", t.id.description)
         w.field("type", t.type)
@@ -15,6 +15,7 @@ enum TaskJSON {
         w.field("attempt", Int(t.attempt))
         w.field("max_attempts", Int(t.maxAttempts))
         if let position { w.field("queue_position", position) }
+        if let waitingFor { w.field("waiting_for", waitingFor.rawValue) }
         let d = t.details
         w.field("worker", t.state == .running ? d?.worker : nil)
         if let d, d.progressPercent != nil || d.progressMessage != nil {
@@ -36,6 +37,32 @@ enum TaskJSON {
         if let e = d?.error, t.state != .succeeded { w.field("error", e) }
         w.field("dead", d?.dead ?? false)
         return w.finish()
+    }
+
+    /// One member of stats `types` (§7.4).
+    static func typeStats(_ s: TypeStats, into w: inout JSONWriter) {
+        w.beginObject(s.type)
+        w.field("queued", s.queued)
+        w.field("running", s.running)
+        w.field("concurrency_limit", s.concurrencyLimit)
+        if let r = s.rateLimit {
+            w.beginObject("rate_limit")
+            w.field("limit", Int(r.limit)); w.field("window_s", Int(r.windowUs / 1_000_000)); w.field("in_window", s.dispatchesInWindow)
+            w.endObject()
+        } else {
+            w.fieldNull("rate_limit")
+        }
+        if let c = s.costLimit {
+            w.beginObject("cost_limit")
+            w.field("limit", Int(c.limit)); w.field("window_s", Int(c.windowUs / 1_000_000)); w.field("in_window", Int(s.costInWindow))
+            w.endObject()
+        } else {
+            w.fieldNull("cost_limit")
+        }
+        w.field("held_until", s.heldUntil?.rfc3339)
+        w.field("paused", s.paused)
+        w.field("blocked", s.blocked?.rawValue)
+        w.endObject()
     }
 
     static func event(_ name: String, _ t: TaskRecord?, id: TaskID, now: Timestamp, extra: (inout JSONWriter) -> Void) -> [UInt8] {

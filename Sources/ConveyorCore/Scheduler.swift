@@ -5,8 +5,12 @@ import HeapModule
 /// what runs where, and reports what happened as `SchedulerOutput`s that an
 /// adapter turns into ZeroMQ messages, journal writes and published events.
 ///
-/// Every method takes `now`, so tests drive time by hand. Not thread-safe:
-/// one thread (the broker loop) owns it.
+/// Every method takes `now`, so tests drive time by hand. `now` is monotonic
+/// time: deadlines, heartbeats, rate windows, holds and backoff are measured
+/// on it. Timestamps that are stored or shown are wall time, `now` plus the
+/// offset the adapter last gave `setWallClock` (0 unless told). Which queued
+/// task goes next is `DispatchPolicy`'s decision. Not thread-safe: one thread
+/// (the broker loop) owns it.
 public struct Scheduler: Sendable {
     public private(set) var config: SchedulerConfig
     public private(set) var counters = SchedulerCounters()
@@ -14,6 +18,9 @@ public struct Scheduler: Sendable {
 
     private var tasks: [TaskID: TaskRecord] = [:]
     private var queue = ReadyQueue()
+    public private(set) var policy: DispatchPolicy
+    /// Wall clock minus monotonic clock, as of the adapter's last reading.
+    public private(set) var wallOffset: Int64 = 0
     private var workers: [PeerID: WorkerRecord] = [:]
     private var workerByName: [String: PeerID] = [:]
     private var running = 0
@@ -33,14 +40,32 @@ public struct Scheduler: Sendable {
         let at: Timestamp
         let id: TaskID
         let attempt: UInt16
+        /// For delayed tasks: the wall-clock `run_at` this entry is for
+        /// (a newer retry or restore supersedes the entry).
+        var runAt: Timestamp = 0
         static func < (a: Deadline, b: Deadline) -> Bool { a.at < b.at || (a.at == b.at && a.id < b.id) }
     }
 
-    public init(config: SchedulerConfig, now: Timestamp, lastID: TaskID? = nil, seed: UInt64 = 0x9E37_79B9) {
+    /// - Parameters:
+    ///   - now: monotonic time.
+    ///   - wallNow: the wall clock at `now` (default: the same number); task
+    ///     ids carry its milliseconds, stored timestamps follow it.
+    public init(config: SchedulerConfig, now: Timestamp, wallNow: Timestamp? = nil, lastID: TaskID? = nil, seed: UInt64 = 0x9E37_79B9) {
         self.config = config
-        ids = TaskIDGenerator(now: now, after: lastID)
+        policy = DispatchPolicy(config: config.policy)
+        wallOffset = (wallNow ?? now) - now
+        ids = TaskIDGenerator(now: wallNow ?? now, after: lastID)
         rng = SplitMix64(seed: seed)
     }
+
+    // MARK: Time
+
+    /// Tells the scheduler the wall clock that goes with monotonic `now`.
+    /// Only stored and shown timestamps move when the wall clock steps.
+    public mutating func setWallClock(_ wall: Timestamp, at now: Timestamp) { wallOffset = wall - now }
+
+    /// The wall-clock time of monotonic `now`.
+    public func wall(_ now: Timestamp) -> Timestamp { now &+ wallOffset }
 
     // MARK: Reading
 
@@ -53,20 +78,53 @@ public struct Scheduler: Sendable {
     public var delayed: Int { delayedCount }
     public var workersBusy: Int { workers.values.reduce(0) { $0 + ($1.running.isEmpty ? 0 : 1) } }
 
-    /// Queued tasks in dispatch order, at most `limit`.
-    public func queuedInOrder(limit: Int) -> [TaskRecord] {
-        queue.inDispatchOrder(isLive: { tasks[$0]?.state == .queued }, limit: limit).compactMap { tasks[$0] }
+    /// Queued tasks in the policy's dispatch order, at most `limit`.
+    public func queuedInOrder(limit: Int, now: Timestamp) -> [TaskRecord] {
+        policy.listing(queue, now: now, isLive: { tasks[$0]?.state == .queued }, limit: limit).compactMap { tasks[$0] }
     }
 
     public var runningTasks: [TaskRecord] {
         workers.values.flatMap { $0.running }.compactMap { tasks[$0] }.sorted { $0.seq < $1.seq }
     }
 
-    /// Position in dispatch order (0 = next), or nil when not queued.
-    /// O(tasks queued at its level), without building a listing.
-    public func queuePosition(of id: TaskID) -> Int? {
+    /// Position in the policy's dispatch order (0 = next), or nil when not
+    /// queued; the same order as `queuedInOrder`, without building a listing.
+    public func queuePosition(of id: TaskID, now: Timestamp) -> Int? {
         guard let t = tasks[id], t.state == .queued else { return nil }
-        return queue.position(of: id, type: t.type, priority: t.priority, isLive: { tasks[$0]?.state == .queued })
+        let level = Int(t.priority.rawValue)
+        guard let entry = queue.lane(type: t.type, level: level)?.first(where: { $0.id == id }) else { return nil }
+        return policy.position(type: t.type, own: policy.rank(entry, level: level, now: now), ownID: id, in: queue, now: now,
+                               isLive: { tasks[$0]?.state == .queued })
+    }
+
+    /// Why a queued task is not running yet, or nil if it is not queued.
+    public func waitingFor(_ id: TaskID, now: Timestamp) -> WaitReason? {
+        guard let t = tasks[id], t.state == .queued else { return nil }
+        if let r = policy.blocked(t.type, now: now) { return r }
+        if !workers.values.contains(where: { $0.accepts(t.type) }) { return .noWorkerForType }
+        return .capacity
+    }
+
+    /// Per-type figures for stats: every type with queued or running tasks,
+    /// a configured limit, a hold or a pause.
+    public func typeStats(now: Timestamp) -> [TypeStats] {
+        var names = Set(queue.types.filter { queue.count(type: $0) > 0 })
+        names.formUnion(policy.config.typeConcurrency.keys)
+        names.formUnion(policy.config.rateLimits.keys)
+        names.formUnion(policy.config.costLimits.keys)
+        names.formUnion(policy.paused)
+        names.formUnion(policy.holds.keys)
+        for w in workers.values { for id in w.running { if let t = tasks[id] { names.insert(t.type) } } }
+        return names.sorted().map { type in
+            TypeStats(
+                type: type, queued: queue.count(type: type), running: policy.running(type: type),
+                concurrencyLimit: policy.config.typeConcurrency[type],
+                rateLimit: policy.config.rateLimits[type], dispatchesInWindow: policy.dispatchesInWindow(type: type, now: now),
+                costLimit: policy.config.costLimits[type], costInWindow: policy.costUsed(type: type, now: now),
+                heldUntil: policy.holds[type].flatMap { $0 > now ? wall($0) : nil }, paused: policy.paused.contains(type),
+                blocked: policy.blocked(type, now: now)
+            )
+        }
     }
 
     /// Tasks in the dead-letter set, kept as a count so stats stay O(1).
@@ -81,6 +139,13 @@ public struct Scheduler: Sendable {
         [deadlines.min?.at, delayedHeap.min?.at, workers.isEmpty ? nil : nextLivenessCheck].compactMap { $0 }.min()
     }
 
+    /// The earliest moment after which `tick` or `dispatch` may have work:
+    /// timers, plus holds and rate or cost windows running out. The broker
+    /// sleeps until then instead of polling.
+    public func nextDeadline(now: Timestamp) -> Timestamp? {
+        [nextDeadline, queue.isEmpty && policy.holds.isEmpty ? nil : policy.nextWakeup(now: now)].compactMap { $0 }.min()
+    }
+
     /// Takes what the adapter must act on. The buffer's storage is reused.
     public mutating func drainOutput(into buffer: inout [SchedulerOutput]) {
         buffer.removeAll(keepingCapacity: true)
@@ -92,7 +157,7 @@ public struct Scheduler: Sendable {
     public mutating func submit(_ spec: TaskSpec, from client: PeerID?, now: Timestamp) -> Result<Accepted, Rejection> {
         guard isAcceptingTasks else { return .failure(.shuttingDown) }
         if let key = spec.idempotencyKey, let existing = idempotency[key], let t = tasks[existing] {
-            return .success(Accepted(id: t.id, position: queuePosition(of: t.id) ?? -1, duplicate: true))
+            return .success(Accepted(id: t.id, position: queuePosition(of: t.id, now: now) ?? -1, duplicate: true, state: t.state))
         }
         if let allowed = config.allowedTypes, !allowed.contains(spec.type) {
             counters.rejected += 1
@@ -102,15 +167,17 @@ public struct Scheduler: Sendable {
             counters.rejected += 1
             return .failure(Rejection("payload_too_large", "payload is \(spec.payload.count) bytes; the limit is \(config.maxPayloadBytes)"))
         }
-        let runAt = spec.runAt ?? spec.delayMs.map { now + $0 * 1000 }
-        let isDelayed = (runAt ?? now) > now
+        // `run_at` is wall time (stored and shown); the delay is measured monotonic.
+        let wallNow = wall(now)
+        let runAt = spec.runAt ?? spec.delayMs.map { wallNow + $0 * 1000 }
+        let isDelayed = (runAt ?? wallNow) > wallNow
         if !isDelayed && queue.count >= config.maxQueue {
             counters.rejected += 1
             return .failure(.queueFull(config.maxQueue))
         }
         let id = ids.make()
         var record = TaskRecord(
-            id: id, seq: nextSeq, createdAt: now, type: spec.type, priority: spec.priority, payload: spec.payload,
+            id: id, seq: nextSeq, createdAt: wallNow, type: spec.type, priority: spec.priority, payload: spec.payload,
             timeoutMs: spec.timeoutMs ?? config.defaultTimeoutMs, maxAttempts: max(1, spec.maxAttempts),
             state: isDelayed ? .delayed : .queued, submitter: client
         )
@@ -123,18 +190,25 @@ public struct Scheduler: Sendable {
             d.runAt = isDelayed ? runAt : nil
         }
         if let key = spec.idempotencyKey { idempotency[key] = id }
+        record.readyAt = now
         counters.submitted += 1
         tasks[id] = record
         if isDelayed, let at = runAt {
             delayedCount += 1
-            delayedHeap.insert(Deadline(at: at, id: id, attempt: 0))
+            delayedHeap.insert(Deadline(at: now + (at - wallNow), id: id, attempt: 0, runAt: at))
             outbox.append(.event(.delayed(id, runAt: at)))
-            return .success(Accepted(id: id, position: -1, duplicate: false))
+            return .success(Accepted(id: id, position: -1, duplicate: false, state: .delayed))
         }
-        let position = queue.ahead(ofNew: spec.priority)
-        queue.append(id, type: record.type, priority: record.priority)
+        let position = positionOfNewTail(type: record.type, priority: record.priority, now: now)
+        queue.append(id, type: record.type, priority: record.priority, since: now)
         outbox.append(.event(.queued(id, position: position)))
-        return .success(Accepted(id: id, position: position, duplicate: false))
+        return .success(Accepted(id: id, position: position, duplicate: false, state: .queued))
+    }
+
+    /// Where a task appended now at `priority` would stand.
+    private func positionOfNewTail(type: String, priority: Priority, now: Timestamp) -> Int {
+        let own = DispatchPolicy.Rank(level: Int(priority.rawValue), order: queue.nextTailOrder)
+        return policy.position(type: type, own: own, ownID: nil, in: queue, now: now, isLive: { tasks[$0]?.state == .queued })
     }
 
     public enum CancelError: Error, Equatable, Sendable {
@@ -148,7 +222,7 @@ public struct Scheduler: Sendable {
         let previous = t.state
         switch previous {
         case .queued:
-            queue.forget(priority: t.priority)
+            queue.forget(type: t.type, priority: t.priority)
         case .delayed:
             delayedCount -= 1
         case .running:
@@ -215,11 +289,13 @@ public struct Scheduler: Sendable {
         outbox.append(.event(.progress(id, attempt: attempt, percent: percent, message: message)))
     }
 
-    public mutating func succeeded(_ id: TaskID, attempt: UInt16, result: [UInt8], from peer: PeerID, now: Timestamp) {
+    /// - Parameter cost: units the task consumed (e.g. LLM tokens), for cost budgets.
+    public mutating func succeeded(_ id: TaskID, attempt: UInt16, result: [UInt8], cost: Int64? = nil, from peer: PeerID, now: Timestamp) {
         guard let t = current(id, attempt: attempt, from: peer) else { return }
         releaseSlot(of: t, now: now, reason: nil)
+        if let cost { policy.didReport(cost: cost, type: t.type, now: now) }
         counters.succeeded += 1
-        let duration = now - (t.details?.startedAt ?? now)
+        let duration = now - (t.details?.startedMono ?? now)
         finish(id, state: .succeeded, body: result, error: nil, now: now, dead: false)
         outbox.append(.event(.succeeded(id, durationUs: duration)))
     }
@@ -238,6 +314,43 @@ public struct Scheduler: Sendable {
         outbox.append(.event(.returned(id, fromWorker: workers[peer]?.name ?? "?")))
     }
 
+    /// The worker's API answered "rate limited, retry after": the task goes
+    /// back to the head of its level without using an attempt or a delivery,
+    /// and its whole type is held for `afterMs` (the policy's default when
+    /// nil); a repeated signal extends the hold.
+    public mutating func retryLater(_ id: TaskID, attempt: UInt16, afterMs: Int64?, from peer: PeerID, now: Timestamp) {
+        guard let t = current(id, attempt: attempt, from: peer) else { return }
+        releaseSlot(of: t, now: now, reason: nil)
+        requeueAtHead(id, now: now)
+        counters.rateLimited += 1
+        let ms = min(max(0, afterMs ?? policy.config.defaultHoldMs), policy.config.maxHoldMs)
+        outbox.append(.event(.rateLimited(id, fromWorker: workers[peer]?.name ?? "?", retryAfterMs: ms)))
+        if ms > 0, policy.hold(t.type, until: now + ms * 1000) {
+            outbox.append(.event(.typeHeld(type: t.type, until: wall(now + ms * 1000))))
+        }
+    }
+
+    // MARK: Types
+
+    /// Stops dispatching `type` (submissions are still accepted; running tasks
+    /// finish). False if it was paused already.
+    @discardableResult
+    public mutating func pause(type: String) -> Bool {
+        guard policy.pause(type) else { return false }
+        outbox.append(.event(.typePaused(type: type)))
+        return true
+    }
+
+    @discardableResult
+    public mutating func resume(type: String) -> Bool {
+        guard policy.resume(type) else { return false }
+        outbox.append(.event(.typeResumed(type: type)))
+        return true
+    }
+
+    /// Re-applies a pause read back from the journal (no event: it is journaled already).
+    public mutating func restorePaused(_ type: String) { _ = policy.pause(type) }
+
     // MARK: Dead letters
 
     /// Puts a dead-lettered task back in the queue with a fresh set of attempts.
@@ -255,7 +368,7 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         counters.deadRetried += 1
-        queue.append(id, type: t.type, priority: t.priority)
+        queue.append(id, type: t.type, priority: t.priority, since: now)
         outbox.append(.event(.deadRetried(id)))
         return .success(())
     }
@@ -274,13 +387,16 @@ public struct Scheduler: Sendable {
 
     // MARK: The loop's two steps
 
-    /// Hands queued tasks to free workers: the highest-priority, oldest task
-    /// some free worker accepts goes to the least recently used such worker.
+    /// Hands queued tasks to free workers: the task the policy ranks first
+    /// among the types it allows now and some free worker accepts goes to the
+    /// least recently used such worker.
     public mutating func dispatch(now: Timestamp) {
         while running < config.maxRunning && !queue.isEmpty {
             let free = workers.values.filter { $0.freeSlots > 0 }
             if free.isEmpty { return }
-            guard let pick = queue.best(
+            let tasks = self.tasks
+            guard let pick = policy.next(
+                from: &queue, now: now,
                 isLive: { tasks[$0]?.state == .queued },
                 accepts: { type in free.contains { $0.accepts(type) } }
             ) else { return }
@@ -292,12 +408,14 @@ public struct Scheduler: Sendable {
 
     private mutating func start(_ id: TaskID, on peer: PeerID, now: Timestamp) {
         guard var t = tasks[id], var w = workers[peer] else { return }
-        t.attempt += 1
+        // Saturating: a hostile RETURN loop must not trap the broker.
+        t.attempt = t.attempt == .max ? .max : t.attempt + 1
         t.state = .running
         let d = t.detailsForWriting()
         d.worker = w.name
         d.workerPeer = peer
-        d.startedAt = now
+        d.startedAt = wall(now)
+        d.startedMono = now
         d.progressPercent = nil
         d.progressMessage = nil
         tasks[id] = t
@@ -307,6 +425,7 @@ public struct Scheduler: Sendable {
         w.running.insert(id)
         workers[peer] = w
         running += 1
+        policy.didDispatch(t.type, now: now)
         deadlines.insert(Deadline(at: now + Int64(t.timeoutMs) * 1000, id: id, attempt: t.attempt))
         let latency = now - t.readyAt
         counters.dispatched += 1
@@ -324,14 +443,15 @@ public struct Scheduler: Sendable {
         }
         while let top = delayedHeap.min, top.at <= now {
             delayedHeap.removeMin()
-            guard let t = tasks[top.id], t.state == .delayed, t.details?.runAt == top.at else { continue }
+            guard let t = tasks[top.id], t.state == .delayed, t.details?.runAt == top.runAt else { continue }
             delayedCount -= 1
             tasks[top.id]?.state = .queued
             tasks[top.id]?.readyAt = now
             t.details?.runAt = nil
-            queue.append(t.id, type: t.type, priority: t.priority)
+            queue.append(t.id, type: t.type, priority: t.priority, since: now)
             outbox.append(.event(.due(t.id)))
         }
+        for type in policy.expireHolds(now: now) { outbox.append(.event(.typeReleased(type: type))) }
         if !workers.isEmpty && now >= nextLivenessCheck {
             let expiry = config.workerExpiryUs
             for w in workers.values where now - w.lastHeard > expiry {
@@ -342,7 +462,7 @@ public struct Scheduler: Sendable {
         let ttl = config.resultTTLSeconds * 1_000_000
         while let first = finished.first, now - first.at > ttl || finished.count > config.maxFinishedInMemory {
             finished.removeFirst()
-            guard let t = tasks[first.id], t.state.isFinal, t.details?.finishedAt == first.at else { continue }
+            guard let t = tasks[first.id], t.state.isFinal, t.details?.finishedMono == first.at else { continue }
             // Past the TTL a task is gone everywhere; past the memory cap only from memory.
             if now - first.at > ttl { outbox.append(.event(.expired(first.id))) }
             forgetTask(first.id)
@@ -360,9 +480,11 @@ public struct Scheduler: Sendable {
 
     /// Re-inserts a task read back from the journal. Call in (priority, seq)
     /// order for queued tasks; running tasks come back queued, their attempt
-    /// already counted.
-    public mutating func restore(_ record: TaskRecord, idempotencyKey: String?, now: Timestamp) {
+    /// already counted. `now` is the journal's clock: *wall* time, like the
+    /// record's timestamps; the scheduler's monotonic time is `now − wallOffset`.
+    public mutating func restore(_ record: TaskRecord, idempotencyKey: String?, now wallNow: Timestamp) {
         var r = record
+        let now = wallNow - wallOffset
         r.readyAt = now
         nextSeq = max(nextSeq, r.seq + 1)
         if let key = idempotencyKey { idempotency[key] = r.id }
@@ -370,19 +492,21 @@ public struct Scheduler: Sendable {
         case .running, .queued:
             r.state = .queued
             tasks[r.id] = r
-            queue.append(r.id, type: r.type, priority: r.priority)
+            queue.append(r.id, type: r.type, priority: r.priority, since: now)
         case .delayed:
             // `tick` only releases a delayed task whose `runAt` matches its heap
             // entry, so a record without one must get it, or it never comes due.
-            let at = r.details?.runAt ?? now
+            let at = r.details?.runAt ?? wallNow
             r.detailsForWriting().runAt = at
             tasks[r.id] = r
             delayedCount += 1
-            delayedHeap.insert(Deadline(at: at, id: r.id, attempt: 0))
+            delayedHeap.insert(Deadline(at: now + (at - wallNow), id: r.id, attempt: 0, runAt: at))
         case .succeeded, .failed, .timedOut, .cancelled:
             if tasks[r.id]?.details?.dead != true && r.details?.dead == true { deadLetterCount += 1 }
+            let d = r.detailsForWriting()
+            d.finishedMono = now - (wallNow - (d.finishedAt ?? wallNow))
             tasks[r.id] = r
-            finished.append((r.id, r.details?.finishedAt ?? now))
+            finished.append((r.id, d.finishedMono))
         }
     }
 
@@ -396,13 +520,14 @@ public struct Scheduler: Sendable {
         for id in w.running.sorted(by: { (tasks[$0]?.details?.dispatchSeq ?? 0) > (tasks[$1]?.details?.dispatchSeq ?? 0) }) {
             guard let t = tasks[id], t.state == .running else { continue }
             running -= 1
+            policy.didRelease(t.type)
             let d = t.detailsForWritingShared()
             d.lostDeliveries += 1
             d.workerPeer = nil
             if d.lostDeliveries >= config.maxDeliveries {
                 counters.failed += 1
                 finish(id, state: .failed, body: Array("worker_lost".utf8), error: "worker_lost", now: now, dead: true)
-                outbox.append(.event(.failed(id, error: "worker_lost", durationUs: now - (d.startedAt ?? now))))
+                outbox.append(.event(.failed(id, error: "worker_lost", durationUs: now - (d.startedMono ?? now))))
             } else {
                 counters.reassigned += 1
                 requeueAtHead(id, now: now)
@@ -417,12 +542,14 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         t.details?.worker = nil
-        queue.prepend(id, type: t.type, priority: t.priority)
+        // It keeps the waiting time it had before its dispatch, for aging.
+        queue.prepend(id, type: t.type, priority: t.priority, since: min(t.readyAt, now))
     }
 
     /// Frees the running slot a task held; tells its worker to stop if `reason` is set.
     private mutating func releaseSlot(of t: TaskRecord, now: Timestamp, reason: CancelReason?) {
         running -= 1
+        policy.didRelease(t.type)
         if let peer = t.details?.workerPeer {
             workers[peer]?.running.remove(t.id)
             if let reason, workers[peer] != nil {
@@ -436,19 +563,19 @@ public struct Scheduler: Sendable {
     private mutating func attemptFailed(_ t: TaskRecord, state: TaskState, error: String, now: Timestamp) {
         let failures = t.failures + 1
         tasks[t.id]?.failures = failures
-        let duration = now - (t.details?.startedAt ?? now)
+        let duration = now - (t.details?.startedMono ?? now)
         if failures < t.maxAttempts {
             let d = t.detailsForWritingShared()
             let exp = min(Double(d.backoffMaxMs), Double(d.backoffMs) * pow2(Int(failures) - 1))
             let delayMs = exp / 2 + rng.nextUnit() * exp / 2 // "equal jitter"
             let at = now + Int64(delayMs * 1000)
-            d.runAt = at
+            d.runAt = wall(at)
             d.error = error
             tasks[t.id]?.state = .delayed
             delayedCount += 1
-            delayedHeap.insert(Deadline(at: at, id: t.id, attempt: 0))
+            delayedHeap.insert(Deadline(at: at, id: t.id, attempt: 0, runAt: wall(at)))
             counters.retried += 1
-            outbox.append(.event(.retrying(t.id, runAt: at, error: error)))
+            outbox.append(.event(.retrying(t.id, runAt: wall(at), error: error)))
             return
         }
         if state == .timedOut { counters.timedOut += 1 } else { counters.failed += 1 }
@@ -460,7 +587,8 @@ public struct Scheduler: Sendable {
         guard var t = tasks[id] else { return }
         t.state = state
         let d = t.detailsForWriting()
-        d.finishedAt = now
+        d.finishedAt = wall(now)
+        d.finishedMono = now
         d.dead = dead
         if dead { deadLetterCount += 1 }
         if state == .succeeded { d.result = body } else { d.error = error }
@@ -501,6 +629,8 @@ public struct SchedulerCounters: Sendable, Equatable {
     public var rejected = 0
     public var staleResults = 0
     public var deadRetried = 0
+    /// RETRY_LATER answers: the API's 429 reached the broker.
+    public var rateLimited = 0
     public init() {}
 }
 

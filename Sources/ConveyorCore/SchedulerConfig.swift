@@ -17,6 +17,8 @@ public struct SchedulerConfig: Sendable, Equatable {
     public var resultTTLSeconds: Int64 = 86_400
     /// Finished tasks kept in memory for STATUS; older ones are only in the journal.
     public var maxFinishedInMemory: Int = 100_000
+    /// Per-type limits and aging; empty = strict priority, no limits.
+    public var policy = PolicyConfig()
 
     public init() {}
 

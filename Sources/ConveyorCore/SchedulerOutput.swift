@@ -22,6 +22,14 @@ public struct Accepted: Sendable, Equatable {
     public let position: Int
     /// True when an idempotency key matched an existing task.
     public let duplicate: Bool
+    /// The task's state now (for a duplicate: whatever the original reached).
+    public let state: TaskState
+    public init(id: TaskID, position: Int, duplicate: Bool, state: TaskState = .queued) {
+        self.id = id
+        self.position = position
+        self.duplicate = duplicate
+        self.state = state
+    }
 }
 
 /// Every state change, in order. The journal persists these and the event
@@ -42,19 +50,44 @@ public enum TaskEvent: Sendable {
     case deadRetried(TaskID)
     case purged(TaskID)
     case expired(TaskID)
+    /// A worker answered RETRY_LATER: the task is back at the head of its level.
+    case rateLimited(TaskID, fromWorker: String, retryAfterMs: Int64)
     case workerJoined(name: String, types: [String], capacity: Int)
     case workerLost(name: String, reason: String)
+    /// A type is held (429 back-pressure) until the wall-clock time `until`.
+    case typeHeld(type: String, until: Timestamp)
+    case typeReleased(type: String)
+    /// Journaled: paused types stay paused across a restart.
+    case typePaused(type: String)
+    case typeResumed(type: String)
 
     public var taskID: TaskID? {
         switch self {
         case .queued(let id, _), .delayed(let id, _), .due(let id), .started(let id, _, _, _),
              .progress(let id, _, _, _), .succeeded(let id, _), .failed(let id, _, _), .timedOut(let id, _),
              .retrying(let id, _, _), .reassigned(let id, _), .returned(let id, _), .cancelled(let id, _),
-             .deadRetried(let id), .purged(let id), .expired(let id):
+             .deadRetried(let id), .purged(let id), .expired(let id), .rateLimited(let id, _, _):
             id
-        case .workerJoined, .workerLost: nil
+        case .workerJoined, .workerLost, .typeHeld, .typeReleased, .typePaused, .typeResumed: nil
         }
     }
+}
+
+/// One task type's figures for stats (§7.4 `types`).
+public struct TypeStats: Sendable, Equatable {
+    public let type: String
+    public let queued: Int
+    public let running: Int
+    public let concurrencyLimit: Int?
+    public let rateLimit: WindowLimit?
+    public let dispatchesInWindow: Int
+    public let costLimit: WindowLimit?
+    public let costInWindow: Int64
+    /// Wall-clock end of a hold, when held.
+    public let heldUntil: Timestamp?
+    public let paused: Bool
+    /// Why no task of the type may start now, if so.
+    public let blocked: WaitReason?
 }
 
 /// What the scheduler asks its adapter to do, in order.

@@ -8,7 +8,7 @@ public struct TaskRecord: Sendable {
     /// Global submission order; FIFO within a level compares it.
     public internal(set) var seq: UInt64
     public let createdAt: Timestamp
-    /// When the task last became dispatchable: dispatch latency counts from here.
+    /// When the task last became dispatchable (monotonic): dispatch latency counts from here.
     public internal(set) var readyAt: Timestamp
     public let type: String
     public internal(set) var payload: [UInt8]
@@ -64,8 +64,12 @@ public struct TaskRecord: Sendable {
 public final class TaskDetails: @unchecked Sendable {
     public var worker: String?
     var workerPeer: PeerID?
+    /// Wall-clock times, stored and shown.
     public var startedAt: Timestamp?
     public var finishedAt: Timestamp?
+    /// The same moments on the scheduler's monotonic clock, for durations and expiry.
+    public var startedMono: Timestamp?
+    public var finishedMono: Timestamp = 0
     public var progressPercent: UInt8?
     public var progressMessage: String?
     public var result: [UInt8]?

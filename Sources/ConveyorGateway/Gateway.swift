@@ -157,6 +157,16 @@ public final class Gateway: Sendable {
             let id = try Self.taskID(ctx)
             return try await self.dead { .dead(requestID: $0, action: .purge(id)) }
         }
+        // Queue controls: pause or resume dispatch of a task type.
+        for action in [ClientRequest.TypeAction.pause, .resume] {
+            router.post(RouterPath("/api/types/{type}/\(action.rawValue)")) { req, ctx in
+                try self.authorize(req)
+                let type = try Self.taskType(ctx)
+                let reply = try await self.brokerCall { .type(requestID: $0, action: action, type: type) }
+                guard case .type(_, let json) = reply else { throw APIError.unexpected(reply) }
+                return Self.json(json)
+            }
+        }
         return router
     }
 
@@ -389,6 +399,13 @@ public final class Gateway: Sendable {
             throw APIError.badRequest("the task id must be 16 hexadecimal digits", field: "id")
         }
         return id
+    }
+
+    static func taskType(_ context: some RequestContext) throws(APIError) -> String {
+        guard let text = context.parameters.get("type"), TaskSpec.isValidType(text) else {
+            throw APIError.badRequest("the task type must be 1-64 characters of [A-Za-z0-9_.:-]", field: "type")
+        }
+        return text
     }
 
     static func limit(_ request: Request) throws(APIError) -> Int {

@@ -86,4 +86,12 @@ enum JournalSchema {
 
     static let delete = "DELETE FROM tasks WHERE id = ?1"
     static let setLastID = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?1)"
+
+    /// Paused task types live in `meta` as `paused:TYPE` = 1: an operator's
+    /// decision that must survive a restart (no schema change needed).
+    static let pausedPrefix = "paused:"
+    static func pausedKey(_ type: String) -> String { pausedPrefix + type }
+    static let setPaused = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 1)"
+    static let clearPaused = "DELETE FROM meta WHERE key = ?"
+    static let listPaused = "SELECT key FROM meta WHERE key LIKE 'paused:%' ORDER BY key"
 }

@@ -43,6 +43,8 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     // Staged by `record`, written by `commit`. Loop thread only.
     private var pending: [TaskID: Change] = [:]
     private var pendingOrder: [TaskID] = []
+    /// Pauses and resumes of task types since the last commit (true = paused).
+    private var pendingPauses: [String: Bool] = [:]
     private var largestStagedID: UInt64 = 0
     private var lastIDWritten: UInt64 = 0
     /// The result retention, learnt from the scheduler at recovery: `lookup`
@@ -175,8 +177,15 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         let id: TaskID
         let change: Change
         switch event {
-        case .workerJoined, .workerLost, .progress:
-            // Not task state worth a disk write: progress is transient, workers re-register.
+        case .workerJoined, .workerLost, .progress, .typeHeld, .typeReleased:
+            // Not state worth a disk write: progress is transient, workers
+            // re-register, and a hold is the API's word for now, not the operator's.
+            return
+        case .typePaused(let type):
+            pendingPauses[type] = true
+            return
+        case .typeResumed(let type):
+            pendingPauses[type] = false
             return
         case .purged(let tid), .expired(let tid):
             id = tid
@@ -202,10 +211,11 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
 
     public func commit(now: Timestamp) throws {
         latestNow = max(latestNow, now)
-        guard !pendingOrder.isEmpty else { return }
+        guard !pendingOrder.isEmpty || !pendingPauses.isEmpty else { return }
         defer {
             pending.removeAll(keepingCapacity: true)
             pendingOrder.removeAll(keepingCapacity: true)
+            pendingPauses.removeAll()
         }
         let path = self.path
         do {
@@ -231,6 +241,13 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                             try delete.run()
                         case nil:
                             break
+                        }
+                    }
+                    for (type, paused) in pendingPauses {
+                        if paused {
+                            try db.execute(sql: JournalSchema.setPaused, arguments: [JournalSchema.pausedKey(type)])
+                        } else {
+                            try db.execute(sql: JournalSchema.clearPaused, arguments: [JournalSchema.pausedKey(type)])
                         }
                     }
                     if largestStagedID > lastIDWritten {
@@ -270,6 +287,9 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         let path = self.path
         do {
             try db.inDatabase { db in
+                for key in try String.fetchAll(db, sql: JournalSchema.listPaused) {
+                    scheduler.restorePaused(String(key.dropFirst(JournalSchema.pausedPrefix.count)))
+                }
                 let unfinished = try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL") ?? 0
                 scheduler.reserveCapacity(forTasks: unfinished + keepFinished)
                 // Unfinished tasks in submission order: within each priority

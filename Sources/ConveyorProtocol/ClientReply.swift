@@ -10,6 +10,8 @@ public enum ClientReply: Equatable, Sendable {
     case stats(requestID: [UInt8], json: [UInt8])
     case tasks(requestID: [UInt8], json: [UInt8])
     case dead(requestID: [UInt8], json: [UInt8])
+    /// Answer to TYPE: `{"type", "paused", "changed"}`.
+    case type(requestID: [UInt8], json: [UInt8])
     case pong(requestID: [UInt8])
     case error(requestID: [UInt8], code: String, message: String)
     case progress(id: TaskID, percent: UInt8?, message: String)
@@ -19,7 +21,7 @@ public enum ClientReply: Equatable, Sendable {
     public var requestID: [UInt8]? {
         switch self {
         case .accepted(let r, _, _), .rejected(let r, _, _), .status(let r, _), .cancelled(let r, _, _), .stats(let r, _),
-             .tasks(let r, _), .dead(let r, _), .pong(let r), .error(let r, _, _):
+             .tasks(let r, _), .dead(let r, _), .type(let r, _), .pong(let r), .error(let r, _, _):
             r
         case .progress, .finished: nil
         }
@@ -35,6 +37,7 @@ public enum ClientReply: Equatable, Sendable {
         case .stats(let r, let j): return [h, Array("STATS".utf8), r, j]
         case .tasks(let r, let j): return [h, Array("TASKS".utf8), r, j]
         case .dead(let r, let j): return [h, Array("DEAD".utf8), r, j]
+        case .type(let r, let j): return [h, Array("TYPE".utf8), r, j]
         case .pong(let r): return [h, Array("PONG".utf8), r]
         case .error(let r, let c, let m): return [h, Array("ERROR".utf8), r, Array(c.utf8), Array(m.utf8)]
         case .progress(let id, let p, let m): return [h, Array("PROGRESS".utf8), id.bytes, p.map { Frames.ascii($0) } ?? [], Array(m.utf8)]
@@ -43,7 +46,7 @@ public enum ClientReply: Equatable, Sendable {
     }
 
     static let commands: Set<String> = [
-        "ACCEPTED", "REJECTED", "STATUS", "CANCELLED", "STATS", "TASKS", "DEAD", "PONG", "ERROR", "PROGRESS", "FINISHED",
+        "ACCEPTED", "REJECTED", "STATUS", "CANCELLED", "STATS", "TASKS", "DEAD", "TYPE", "PONG", "ERROR", "PROGRESS", "FINISHED",
     ]
     static let finalStates: Set<String> = ["succeeded", "failed", "timed_out", "cancelled"]
     static let cancellableStates: Set<String> = ["queued", "delayed", "running"]
@@ -87,6 +90,9 @@ public enum ClientReply: Equatable, Sendable {
         case "DEAD":
             try Frames.expect(frames, count: 4...4, "DEAD", r)
             return .dead(requestID: r, json: frames[3])
+        case "TYPE":
+            try Frames.expect(frames, count: 4...4, "TYPE", r)
+            return .type(requestID: r, json: frames[3])
         case "PONG":
             try Frames.expect(frames, count: 3...3, "PONG", r)
             return .pong(requestID: r)

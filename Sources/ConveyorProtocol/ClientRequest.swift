@@ -10,6 +10,12 @@ public enum ClientRequest: Equatable, Sendable {
     case tasks(requestID: [UInt8], limit: Int)
     case ping(requestID: [UInt8])
     case dead(requestID: [UInt8], action: DeadAction)
+    /// Pauses or resumes dispatch of a task type (§5.12).
+    case type(requestID: [UInt8], action: TypeAction, type: String)
+
+    public enum TypeAction: String, Equatable, Sendable {
+        case pause, resume
+    }
 
     public enum DeadAction: Equatable, Sendable {
         case list(limit: Int)
@@ -20,7 +26,7 @@ public enum ClientRequest: Equatable, Sendable {
 
     public var requestID: [UInt8] {
         switch self {
-        case .submit(let r, _), .status(let r, _), .cancel(let r, _), .stats(let r), .tasks(let r, _), .ping(let r), .dead(let r, _): r
+        case .submit(let r, _), .status(let r, _), .cancel(let r, _), .stats(let r), .tasks(let r, _), .ping(let r), .dead(let r, _), .type(let r, _, _): r
         }
     }
 
@@ -51,11 +57,12 @@ public enum ClientRequest: Equatable, Sendable {
             case .retry(let id): return [h, Array("DEAD".utf8), r, Array("retry".utf8), id.bytes]
             case .purge(let id): return [h, Array("DEAD".utf8), r, Array("purge".utf8), id?.bytes ?? []]
             }
+        case .type(let r, let a, let t): return [h, Array("TYPE".utf8), r, Array(a.rawValue.utf8), Array(t.utf8)]
         }
     }
 
     /// The commands of this endpoint and direction (§4), plus the DEAD extension.
-    static let commands: Set<String> = ["SUBMIT", "STATUS", "CANCEL", "STATS", "TASKS", "PING", "DEAD"]
+    static let commands: Set<String> = ["SUBMIT", "STATUS", "CANCEL", "STATS", "TASKS", "PING", "DEAD", "TYPE"]
 
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientRequest {
         // §3.4 order: header, a command frame, a known command, then frame count and fields.
@@ -106,6 +113,10 @@ public enum ClientRequest: Equatable, Sendable {
             case "purge": return .dead(requestID: rid, action: .purge(arg.isEmpty ? nil : try Frames.taskID(arg, rid)))
             default: throw .bad("DEAD action must be list, retry or purge", rid)
             }
+        case "TYPE":
+            try Frames.expect(frames, count: 5...5, "TYPE", rid)
+            guard let action = TypeAction(rawValue: Frames.string(frames[3])) else { throw .bad("TYPE action must be pause or resume", rid) }
+            return .type(requestID: rid, action: action, type: try Frames.taskType(frames[4], rid))
         default:
             throw ProtocolError("unknown_command", "unknown client command '\(Frames.printable(command))'", requestID: rid)
         }

@@ -5,13 +5,19 @@ public enum WorkerMessage: Equatable, Sendable {
     case ready(name: String, types: [String], capacity: Int)
     case heartbeat
     case progress(id: TaskID, attempt: UInt16, percent: UInt8?, message: String)
-    case done(id: TaskID, attempt: UInt16, result: [UInt8])
+    /// `cost`: units the task consumed (LLM tokens…), the DONE option `cost=N`.
+    case done(id: TaskID, attempt: UInt16, result: [UInt8], cost: Int64? = nil)
     case fail(id: TaskID, attempt: UInt16, error: String)
     case drain
     case returned(id: TaskID, attempt: UInt16)
+    /// The API said 429: requeue without using an attempt, hold the type for
+    /// `afterMs` (nil: the broker's default).
+    case retryLater(id: TaskID, attempt: UInt16, afterMs: Int64?)
     case disconnect
 
     public static let maxCapacity: UInt64 = 1024
+    /// RETRY_LATER `retry_after_ms`: at most a day.
+    public static let maxRetryAfterMs: UInt64 = 86_400_000
 
     public func encode() -> [[UInt8]] {
         let h = Frames.workerHeader
@@ -20,10 +26,14 @@ public enum WorkerMessage: Equatable, Sendable {
         case .heartbeat: return [h, Array("HEARTBEAT".utf8)]
         case .progress(let id, let a, let p, let m):
             return [h, Array("PROGRESS".utf8), id.bytes, Frames.ascii(a), p.map { Frames.ascii($0) } ?? [], Array(m.utf8)]
-        case .done(let id, let a, let r): return [h, Array("DONE".utf8), id.bytes, Frames.ascii(a), r]
+        case .done(let id, let a, let r, let cost):
+            var f = [h, Array("DONE".utf8), id.bytes, Frames.ascii(a), r]
+            if let cost { f.append(Array("cost=\(cost)".utf8)) }
+            return f
         case .fail(let id, let a, let e): return [h, Array("FAIL".utf8), id.bytes, Frames.ascii(a), Array(e.utf8)]
         case .drain: return [h, Array("DRAIN".utf8)]
         case .returned(let id, let a): return [h, Array("RETURN".utf8), id.bytes, Frames.ascii(a)]
+        case .retryLater(let id, let a, let ms): return [h, Array("RETRY_LATER".utf8), id.bytes, Frames.ascii(a), ms.map { Frames.ascii($0) } ?? []]
         case .disconnect: return [h, Array("DISCONNECT".utf8)]
         }
     }
@@ -53,8 +63,19 @@ public enum WorkerMessage: Equatable, Sendable {
             return .progress(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]),
                              percent: try Frames.percent(frames[4], nil), message: s(frames[5]))
         case "DONE":
-            try Frames.expect(frames, count: 5...5, "DONE", nil)
-            return .done(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]), result: frames[4])
+            // Option frames `key=value` may follow the result (§6.4); unknown keys are ignored.
+            guard frames.count >= 5 else { throw .bad("DONE takes at least 5 frames, got \(frames.count)") }
+            var cost: Int64?
+            for option in frames[5...] {
+                guard let eq = option.firstIndex(of: UInt8(ascii: "=")) else {
+                    throw .bad("DONE option frames are key=value, got '\(Frames.printable(option))'")
+                }
+                if Frames.string(Array(option[..<eq])) == "cost" {
+                    guard cost == nil else { throw .bad("DONE option 'cost' given twice") }
+                    cost = Int64(try Frames.decimal(Array(option[(eq + 1)...]), in: 0...UInt64(Int64.max), "cost", nil))
+                }
+            }
+            return .done(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]), result: frames[4], cost: cost)
         case "FAIL":
             try Frames.expect(frames, count: 5...5, "FAIL", nil)
             return .fail(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]), error: s(frames[4]))
@@ -64,6 +85,10 @@ public enum WorkerMessage: Equatable, Sendable {
         case "RETURN":
             try Frames.expect(frames, count: 4...4, "RETURN", nil)
             return .returned(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]))
+        case "RETRY_LATER":
+            try Frames.expect(frames, count: 5...5, "RETRY_LATER", nil)
+            return .retryLater(id: try Frames.taskID(frames[2], nil), attempt: try Frames.attempt(frames[3]),
+                               afterMs: frames[4].isEmpty ? nil : Int64(try Frames.decimal(frames[4], in: 0...maxRetryAfterMs, "retry_after_ms", nil)))
         case "DISCONNECT":
             try Frames.expect(frames, count: 2...2, "DISCONNECT", nil)
             return .disconnect

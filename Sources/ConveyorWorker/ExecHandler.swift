@@ -39,6 +39,7 @@ public struct ExecHandler: TaskHandler {
         var result: [UInt8] = []
         var stderrTail: [UInt8] = []
         var progressLine: [UInt8] = []
+        var retryAfter: Double?
         var killAt: Int64?
         var exitStatus: Int32?
         var exitedAt: Int64?
@@ -81,7 +82,7 @@ public struct ExecHandler: TaskHandler {
                 default:
                     progressLine.append(contentsOf: chunk)
                     while let nl = progressLine.firstIndex(of: 10) {
-                        reportProgress(Array(progressLine[..<nl]), context)
+                        reportProgress(Array(progressLine[..<nl]), context, retryAfter: &retryAfter)
                         progressLine.removeFirst(nl + 1)
                     }
                 }
@@ -91,6 +92,8 @@ public struct ExecHandler: TaskHandler {
         child.closeAll()
         if let reason = context.cancelReason { throw TaskFailure(reason) }
         let status = exitStatus ?? -1
+        // EX_TEMPFAIL: the API the command calls said "rate limited".
+        if status == Self.retryLaterStatus { throw RetryLater(afterSeconds: retryAfter) }
         guard status == 0 else {
             let tail = String(decoding: stderrTail.suffix(4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             throw TaskFailure(tail.isEmpty ? "command exited with status \(status)" : tail)
@@ -98,10 +101,19 @@ public struct ExecHandler: TaskHandler {
         return result
     }
 
-    private func reportProgress(_ line: [UInt8], _ context: TaskContext) {
+    /// Exit status 75 (EX_TEMPFAIL) means "rate limited: retry later".
+    public static let retryLaterStatus: Int32 = 75
+
+    /// One fd-3 line: `PERCENT MESSAGE`, a bare message, `cost N` (units
+    /// used) or `retry-after S` (seconds, for an exit with status 75).
+    private func reportProgress(_ line: [UInt8], _ context: TaskContext, retryAfter: inout Double?) {
         let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespaces)
         let parts = text.split(separator: " ", maxSplits: 1)
-        if let first = parts.first, let p = UInt8(first), p <= 100 {
+        if parts.count == 2, parts[0] == "cost", let n = Int64(parts[1].trimmingCharacters(in: .whitespaces)) {
+            context.reportCost(n)
+        } else if parts.count == 2, parts[0] == "retry-after", let s = Double(parts[1].trimmingCharacters(in: .whitespaces)), s.isFinite, s >= 0 {
+            retryAfter = s
+        } else if let first = parts.first, let p = UInt8(first), p <= 100 {
             context.progress(p, parts.count > 1 ? String(parts[1]) : "")
         } else if !text.isEmpty {
             context.progress(nil, text)

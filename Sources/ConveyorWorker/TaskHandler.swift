@@ -25,6 +25,7 @@ public final class TaskContext: Sendable {
     private struct State {
         var cancelReason: String?
         var onCancel: [@Sendable (String) -> Void] = []
+        var cost: Int64?
     }
 
     private let state = Mutex(State())
@@ -38,6 +39,15 @@ public final class TaskContext: Sendable {
     public func progress(_ percent: UInt8?, _ message: String = "") {
         report(percent.map { min($0, 100) }, message)
     }
+
+    /// Records the units the task consumed (e.g. LLM tokens); sent with its
+    /// result (DONE `cost`), so the broker can keep a type within a budget.
+    public func reportCost(_ units: Int64) {
+        state.withLock { $0.cost = max(0, units) }
+    }
+
+    /// What `reportCost` recorded, if anything.
+    public var cost: Int64? { state.withLock { $0.cost } }
 
     /// "cancelled" or "timed_out" once the task should stop; nil while it should go on.
     public var cancelReason: String? { state.withLock { $0.cancelReason } }
@@ -61,6 +71,16 @@ public final class TaskContext: Sendable {
         }
         for c in callbacks { c(reason) }
     }
+}
+
+/// Thrown by a handler when the API it calls answered "rate limited" (HTTP
+/// 429): the worker tells the broker RETRY_LATER, the task goes back to the
+/// head of its level without using an attempt, and the broker holds the whole
+/// type for `afterSeconds` (its default, 30 s, when nil).
+public struct RetryLater: Error, Sendable, Equatable {
+    public let afterSeconds: Double?
+    public init(afterSeconds: Double? = nil) { self.afterSeconds = afterSeconds }
+    var afterMs: Int64? { afterSeconds.map { Int64(min(86_400, max(0, $0)) * 1000) } }
 }
 
 /// A failure whose message is sent to the broker as the task's error.

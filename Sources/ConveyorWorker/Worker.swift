@@ -30,9 +30,15 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
+    enum Outcome: Sendable {
+        case success([UInt8], cost: Int64?)
+        case failure(String)
+        case retryLater(afterMs: Int64?)
+    }
+
     enum Note: Sendable {
         case progress(TaskID, UInt16, UInt8?, String)
-        case finished(TaskID, UInt16, Result<[UInt8], TaskFailure>)
+        case finished(TaskID, UInt16, Outcome)
         case stop
     }
 
@@ -189,11 +195,16 @@ public final class Worker: @unchecked Sendable {
         logger.debug("task started", metadata: ["task": "\(task.id)", "type": "\(task.type)", "attempt": "\(task.attempt)"])
         let handler = self.handler
         pool.submit {
-            let outcome: Result<[UInt8], TaskFailure>
-            do { outcome = .success(try handler.handle(task, context: ctx)) } catch let f as TaskFailure {
-                outcome = .failure(f)
+            let outcome: Outcome
+            do {
+                let r = try handler.handle(task, context: ctx)
+                outcome = .success(r, cost: ctx.cost)
+            } catch let f as TaskFailure {
+                outcome = .failure(f.description)
+            } catch let r as RetryLater {
+                outcome = .retryLater(afterMs: r.afterMs)
             } catch {
-                outcome = .failure(TaskFailure("\(error)"))
+                outcome = .failure("\(error)")
             }
             mailbox.post(.finished(task.id, task.attempt, outcome))
         }
@@ -211,8 +222,11 @@ public final class Worker: @unchecked Sendable {
             running[id] = nil
             completed += 1
             switch outcome {
-            case .success(let r): send(.done(id: id, attempt: attempt, result: r))
-            case .failure(let f): send(.fail(id: id, attempt: attempt, error: f.description))
+            case .success(let r, let cost): send(.done(id: id, attempt: attempt, result: r, cost: cost))
+            case .failure(let f): send(.fail(id: id, attempt: attempt, error: f))
+            case .retryLater(let ms):
+                logger.info("task rate limited: retry later", metadata: ["task": "\(id)", "after_ms": "\(ms.map { "\($0)" } ?? "default")"])
+                send(.retryLater(id: id, attempt: attempt, afterMs: ms))
             }
         case .stop:
             guard !stopping else { return }

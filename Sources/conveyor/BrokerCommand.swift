@@ -24,8 +24,38 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Journal directory (env CONVEYOR_DATA_DIR, default ./data).") var dataDir: String?
     @Option(help: "fsync (default), batch or none (env CONVEYOR_DURABILITY).") var durability: String?
     @Option(help: "Seconds finished tasks keep their results (env CONVEYOR_RESULT_TTL, default 86400).") var resultTTL: Int64?
+    @Option(help: "Per-type concurrency across the pool, e.g. youtube=2,pdf=3 (env CONVEYOR_TYPE_CONCURRENCY).") var typeConcurrency: String?
+    @Option(help: "Per-type dispatch rate limits over a sliding window, e.g. youtube=15/min,pdf=2/s (units /s, /min, /h; env CONVEYOR_RATE_LIMITS).")
+    var rateLimit: String?
+    @Option(help: "Per-type cost budgets over a sliding window of the units workers report, e.g. youtube=1000000/min (env CONVEYOR_COST_LIMITS).")
+    var costLimit: String?
+    @Option(help: "Starvation control: a queued task counts one level higher for every this many seconds it waits (env CONVEYOR_AGING; default off = strict priority).")
+    var aging: Double?
+    @Option(help: "Seconds a type is held after a worker's RETRY_LATER that names no delay (env CONVEYOR_HOLD_DEFAULT, default 30).")
+    var holdDefault: Double?
     @OptionGroup var heartbeat: HeartbeatOptions
     @OptionGroup var logging: LoggingOptions
+
+    /// Flags over environment variables; every parse error is a usage error naming the flag.
+    func policyConfig() throws -> PolicyConfig {
+        var p = PolicyConfig()
+        do {
+            if let text = typeConcurrency ?? env("CONVEYOR_TYPE_CONCURRENCY") { p.typeConcurrency = try PolicyConfig.parseConcurrency(text) }
+            if let text = rateLimit ?? env("CONVEYOR_RATE_LIMITS") { p.rateLimits = try PolicyConfig.parseWindows(text, what: "rate limit") }
+            if let text = costLimit ?? env("CONVEYOR_COST_LIMITS") { p.costLimits = try PolicyConfig.parseWindows(text, what: "cost limit") }
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        if let a = try seconds(aging, "CONVEYOR_AGING", "--aging", range: 0.001...31_536_000) { p.agingUs = Int64(a * 1_000_000) }
+        if let h = try seconds(holdDefault, "CONVEYOR_HOLD_DEFAULT", "--hold-default", range: 0...86_400) { p.defaultHoldMs = Int64(h * 1000) }
+        return p
+    }
+
+    private func seconds(_ flag: Double?, _ envName: String, _ name: String, range: ClosedRange<Double>) throws -> Double? {
+        guard let v = flag ?? env(envName).map({ Double($0) ?? .nan }) else { return nil }
+        guard v.isFinite, range.contains(v) else { throw ValidationError("\(name) must be seconds in \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
 
     func run() throws {
         var config = BrokerConfig()
@@ -46,6 +76,7 @@ struct BrokerCommand: ParsableCommand {
             guard !set.isEmpty else { throw ValidationError("--types needs at least one type") }
             s.allowedTypes = set
         }
+        s.policy = try policyConfig()
         config.scheduler = s
         config.journal.dataDirectory = dataDir ?? env("CONVEYOR_DATA_DIR") ?? "./data"
         let mode = durability ?? env("CONVEYOR_DURABILITY") ?? "fsync"

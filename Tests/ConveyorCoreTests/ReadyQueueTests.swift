@@ -1,6 +1,35 @@
 import XCTest
 @testable import ConveyorCore
 
+/// The queue's storage, asked through the default (strict-priority) policy the
+/// way `Scheduler` asks it: these tests pin today's order exactly.
+extension ReadyQueue {
+    mutating func append(_ id: TaskID, type: String, priority: Priority) { append(id, type: type, priority: priority, since: 0) }
+    mutating func prepend(_ id: TaskID, type: String, priority: Priority) { prepend(id, type: type, priority: priority, since: 0) }
+
+    mutating func best(isLive: (TaskID) -> Bool, accepts: (String) -> Bool) -> (type: String, priority: Priority, entry: Entry)? {
+        var policy = DispatchPolicy()
+        return policy.next(from: &self, now: 0, isLive: isLive, accepts: accepts)
+    }
+
+    func inDispatchOrder(isLive: (TaskID) -> Bool, limit: Int) -> [TaskID] {
+        DispatchPolicy().listing(self, now: 0, isLive: isLive, limit: limit)
+    }
+
+    func position(of id: TaskID, type: String, priority: Priority, isLive: (TaskID) -> Bool) -> Int? {
+        let level = Int(priority.rawValue)
+        guard let e = lane(type: type, level: level)?.first(where: { $0.id == id }) else { return nil }
+        let policy = DispatchPolicy()
+        return policy.position(type: type, own: policy.rank(e, level: level, now: 0), ownID: id, in: self, now: 0, isLive: isLive)
+    }
+
+    /// Where a task appended now would stand.
+    func ahead(ofNew priority: Priority, type: String = "new") -> Int {
+        DispatchPolicy().position(type: type, own: .init(level: Int(priority.rawValue), order: nextTailOrder), ownID: nil,
+                                  in: self, now: 0, isLive: { _ in true })
+    }
+}
+
 final class ReadyQueueTests: XCTestCase {
     private func id(_ n: UInt64) -> TaskID { TaskID(raw: n) }
 
@@ -47,7 +76,7 @@ final class ReadyQueueTests: XCTestCase {
             let i = id(UInt64(n))
             if n % 7 == 0 { q.prepend(i, type: t, priority: p) } else { q.append(i, type: t, priority: p) }
             where_[i] = (t, p)
-            if n % 5 == 0 { dead.insert(i); q.forget(priority: p) }
+            if n % 5 == 0 { dead.insert(i); q.forget(type: t, priority: p) }
         }
         let isLive: (TaskID) -> Bool = { !dead.contains($0) }
         let full = q.inDispatchOrder(isLive: isLive, limit: .max)
@@ -119,8 +148,8 @@ final class ReadyQueueTests: XCTestCase {
         for n in 1...6 { q.append(id(UInt64(n)), type: n % 2 == 0 ? "a" : "b", priority: n <= 3 ? .high : .low) }
         // The caller marks 2 and 5 not queued, then tells the queue.
         let dead: Set<TaskID> = [id(2), id(5)]
-        q.forget(priority: .high)
-        q.forget(priority: .low)
+        q.forget(type: "a", priority: .high)
+        q.forget(type: "b", priority: .low)
         XCTAssertEqual(q.count, 4)
         XCTAssertEqual(q.count(.high), 2)
         XCTAssertEqual(q.count(.low), 2)
@@ -139,7 +168,7 @@ final class ReadyQueueTests: XCTestCase {
         q.append(id(1), type: "a", priority: .normal)
         q.append(id(2), type: "b", priority: .normal)
         q.append(id(3), type: "a", priority: .normal)
-        q.forget(priority: .normal)
+        q.forget(type: "a", priority: .normal)
         XCTAssertEqual(drain(&q, dead: [id(1)]), [id(2), id(3)])
     }
 

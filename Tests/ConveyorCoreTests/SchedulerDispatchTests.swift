@@ -12,7 +12,7 @@ final class SchedulerDispatchTests: XCTestCase {
         }
         let want = Priority.dispatchOrder.flatMap { byLevel[$0] ?? [] }
         XCTAssertEqual(h.queuedIDs(), want)
-        for (i, id) in want.enumerated() { XCTAssertEqual(h.s.queuePosition(of: id), i) }
+        for (i, id) in want.enumerated() { XCTAssertEqual(h.s.queuePosition(of: id, now: h.now), i) }
         let w = h.register("w", capacity: 1)
         var order: [TaskID] = []
         while h.s.queueSize > 0 {
@@ -33,7 +33,7 @@ final class SchedulerDispatchTests: XCTestCase {
         guard case .success(let a) = r else { return XCTFail("\(r)") }
         XCTAssertEqual(a.position, 2, "the HIGH and the earlier NORMAL")
         XCTAssertFalse(a.duplicate)
-        XCTAssertEqual(h.s.queuePosition(of: a.id), 2)
+        XCTAssertEqual(h.s.queuePosition(of: a.id, now: h.now), 2)
         let queuedEvents = h.take().compactMap(\.event).compactMap { e -> Int? in
             if case .queued(let id, let pos) = e, id == a.id { return pos }
             return nil

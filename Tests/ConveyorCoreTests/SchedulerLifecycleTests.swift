@@ -136,7 +136,7 @@ final class SchedulerLifecycleTests: XCTestCase {
         let b3 = h.submit("b", .normal)
         let want = [b1, retried, b2, early, b3]
         XCTAssertEqual(h.queuedIDs(), want)
-        for (i, id) in want.enumerated() { XCTAssertEqual(h.s.queuePosition(of: id), i) }
+        for (i, id) in want.enumerated() { XCTAssertEqual(h.s.queuePosition(of: id, now: h.now), i) }
         let any = h.register("any", capacity: 10)
         h.s.drain(worker: w)
         XCTAssertEqual(h.dispatch().map(\.task), want)
@@ -153,7 +153,7 @@ final class SchedulerLifecycleTests: XCTestCase {
         XCTAssertEqual(h.state(past), .queued, "a time in the past means now")
         XCTAssertEqual(h.s.delayed, 3)
         XCTAssertEqual(h.s.queueSize, 1)
-        XCTAssertNil(h.s.queuePosition(of: late))
+        XCTAssertNil(h.s.queuePosition(of: late, now: h.now))
         var due: [TaskID] = []
         for _ in 0..<30 {
             h.advance(ms(100))

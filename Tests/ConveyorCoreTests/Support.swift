@@ -72,6 +72,11 @@ extension TaskEvent {
         case .expired: "expired"
         case .workerJoined: "workerJoined"
         case .workerLost: "workerLost"
+        case .rateLimited: "rateLimited"
+        case .typeHeld: "typeHeld"
+        case .typeReleased: "typeReleased"
+        case .typePaused: "typePaused"
+        case .typeResumed: "typeResumed"
         }
     }
 }
@@ -164,5 +169,5 @@ struct Harness {
     }
 
     func state(_ id: TaskID) -> TaskState? { s.task(id)?.state }
-    func queuedIDs() -> [TaskID] { s.queuedInOrder(limit: Int.max).map(\.id) }
+    func queuedIDs() -> [TaskID] { s.queuedInOrder(limit: Int.max, now: now).map(\.id) }
 }

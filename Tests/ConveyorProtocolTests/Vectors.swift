@@ -129,6 +129,8 @@ extension ClientRequest {
         case .tasks(let r, let limit): return .object(["command": .string("TASKS"), "request_id": .bytes(r), "limit": .int(limit)])
         case .ping(let r): return .object(["command": .string("PING"), "request_id": .bytes(r)])
         case .dead(let r, _): return .object(["command": .string("DEAD"), "request_id": .bytes(r)])
+        case .type(let r, let a, let t):
+            return .object(["command": .string("TYPE"), "request_id": .bytes(r), "action": .string(a.rawValue), "type": .string(t)])
         }
     }
 }
@@ -146,6 +148,7 @@ extension ClientReply {
         case .stats(let r, let j): return .object(["command": .string("STATS"), "request_id": .bytes(r), "json": .bytes(j)])
         case .tasks(let r, let j): return .object(["command": .string("TASKS"), "request_id": .bytes(r), "json": .bytes(j)])
         case .dead(let r, let j): return .object(["command": .string("DEAD"), "request_id": .bytes(r), "json": .bytes(j)])
+        case .type(let r, let j): return .object(["command": .string("TYPE"), "request_id": .bytes(r), "json": .bytes(j)])
         case .pong(let r): return .object(["command": .string("PONG"), "request_id": .bytes(r)])
         case .error(let r, let c, let m):
             return .object(["command": .string("ERROR"), "request_id": .bytes(r), "code": .string(c), "message": .string(m)])
@@ -166,8 +169,13 @@ extension WorkerMessage {
         case .progress(let id, let a, let p, let m):
             return .object(["command": .string("PROGRESS"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)),
                             "percent": .optInt(p), "message": .string(m)])
-        case .done(let id, let a, let r):
-            return .object(["command": .string("DONE"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "result": .bytes(r)])
+        case .done(let id, let a, let r, let cost):
+            var o: [String: Value] = ["command": .string("DONE"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "result": .bytes(r)]
+            if let cost { o["cost"] = .int(Int(cost)) }
+            return .object(o)
+        case .retryLater(let id, let a, let ms):
+            return .object(["command": .string("RETRY_LATER"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)),
+                            "retry_after_ms": .optInt(ms)])
         case .fail(let id, let a, let e):
             return .object(["command": .string("FAIL"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "error": .string(e)])
         case .drain: return .object(["command": .string("DRAIN")])

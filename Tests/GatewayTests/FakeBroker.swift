@@ -27,6 +27,7 @@ final class FakeBroker: BrokerTransport, Sendable {
         var requests: [ClientRequest] = []
         var down = false
         var maxQueue = 100
+        var paused: Set<String> = []
         var subscribers: [TaskID: [AsyncStream<TaskUpdate>.Continuation]] = [:]
         var observers: [AsyncStream<BrokerEvent>.Continuation] = []
         /// Called once per task, right after the first STATUS for it was answered, to
@@ -189,6 +190,13 @@ final class FakeBroker: BrokerTransport, Sendable {
             return .tasks(requestID: r, json: w.finish())
         case .ping(let r):
             return .pong(requestID: r)
+        case .type(let r, let action, let type):
+            let changed = action == .pause ? s.paused.insert(type).inserted : s.paused.remove(type) != nil
+            var w = JSONWriter()
+            w.field("type", type)
+            w.field("paused", s.paused.contains(type))
+            w.field("changed", changed)
+            return .type(requestID: r, json: w.finish())
         case .dead(let r, let action):
             let dead = s.order.compactMap { s.tasks[$0] }.filter(\.dead)
             switch action {
