@@ -111,7 +111,9 @@ extension PolicyConfig {
 
     /// `youtube=15/min,pdf=2/s` (rates) or `youtube=1000000/min` (cost budgets).
     public static func parseWindows(_ text: String, what: String) throws(PolicyParseError) -> [String: WindowLimit] {
-        try parseAssignments(text, what: what) { (v: String) throws(PolicyParseError) -> WindowLimit in try WindowLimit(parsing: v) }
+        try parseAssignments(text, what: what) { (v: String) throws(PolicyParseError) -> WindowLimit in
+            do throws(PolicyParseError) { return try WindowLimit(parsing: v) } catch { throw PolicyParseError("\(what): \(error.message)") }
+        }
     }
 }
 

@@ -351,6 +351,13 @@ public struct Scheduler: Sendable {
     /// Re-applies a pause read back from the journal (no event: it is journaled already).
     public mutating func restorePaused(_ type: String) { _ = policy.pause(type) }
 
+    /// Re-applies a hold read back from the journal; `until` and `now` are wall
+    /// time, like every journaled time. A hold that ran out meanwhile is dropped.
+    public mutating func restoreHold(_ type: String, until: Timestamp, now wallNow: Timestamp) {
+        guard until > wallNow else { return }
+        _ = policy.hold(type, until: until - wallOffset)
+    }
+
     // MARK: Dead letters
 
     /// Puts a dead-lettered task back in the queue with a fresh set of attempts.
@@ -402,11 +409,11 @@ public struct Scheduler: Sendable {
             ) else { return }
             guard let w = free.filter({ $0.accepts(pick.type) }).min(by: { $0.lastUsed < $1.lastUsed }) else { return }
             queue.removeHead(type: pick.type, priority: pick.priority)
-            start(pick.entry.id, on: w.peer, now: now)
+            start(pick.entry.id, on: w.peer, since: pick.entry.since, now: now)
         }
     }
 
-    private mutating func start(_ id: TaskID, on peer: PeerID, now: Timestamp) {
+    private mutating func start(_ id: TaskID, on peer: PeerID, since: Timestamp, now: Timestamp) {
         guard var t = tasks[id], var w = workers[peer] else { return }
         // Saturating: a hostile RETURN loop must not trap the broker.
         t.attempt = t.attempt == .max ? .max : t.attempt + 1
@@ -416,6 +423,7 @@ public struct Scheduler: Sendable {
         d.workerPeer = peer
         d.startedAt = wall(now)
         d.startedMono = now
+        d.queuedSince = since
         d.progressPercent = nil
         d.progressMessage = nil
         tasks[id] = t
@@ -543,7 +551,7 @@ public struct Scheduler: Sendable {
         tasks[id]?.readyAt = now
         t.details?.worker = nil
         // It keeps the waiting time it had before its dispatch, for aging.
-        queue.prepend(id, type: t.type, priority: t.priority, since: min(t.readyAt, now))
+        queue.prepend(id, type: t.type, priority: t.priority, since: min(t.details?.queuedSince ?? now, now))
     }
 
     /// Frees the running slot a task held; tells its worker to stop if `reason` is set.

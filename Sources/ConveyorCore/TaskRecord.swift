@@ -70,6 +70,9 @@ public final class TaskDetails: @unchecked Sendable {
     /// The same moments on the scheduler's monotonic clock, for durations and expiry.
     public var startedMono: Timestamp?
     public var finishedMono: Timestamp = 0
+    /// When the task started waiting in the queue before its latest dispatch
+    /// (monotonic): a returned or lost task goes back with it, for aging.
+    var queuedSince: Timestamp?
     public var progressPercent: UInt8?
     public var progressMessage: String?
     public var result: [UInt8]?

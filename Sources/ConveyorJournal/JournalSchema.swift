@@ -92,6 +92,11 @@ enum JournalSchema {
     static let pausedPrefix = "paused:"
     static func pausedKey(_ type: String) -> String { pausedPrefix + type }
     static let setPaused = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 1)"
-    static let clearPaused = "DELETE FROM meta WHERE key = ?"
+    static let clearPaused = "DELETE FROM meta WHERE key = ?" // also clears a hold
     static let listPaused = "SELECT key FROM meta WHERE key LIKE 'paused:%' ORDER BY key"
+    /// Types held after a RETRY_LATER: `held:TYPE` = the hold's wall-clock end (µs).
+    static let heldPrefix = "held:"
+    static func heldKey(_ type: String) -> String { heldPrefix + type }
+    static let setHeld = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    static let listHeld = "SELECT key, value FROM meta WHERE key LIKE 'held:%' ORDER BY key"
 }

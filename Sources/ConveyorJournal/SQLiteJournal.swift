@@ -45,6 +45,8 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     private var pendingOrder: [TaskID] = []
     /// Pauses and resumes of task types since the last commit (true = paused).
     private var pendingPauses: [String: Bool] = [:]
+    /// Holds after RETRY_LATER: wall-clock end, 0 = released.
+    private var pendingHolds: [String: Timestamp] = [:]
     private var largestStagedID: UInt64 = 0
     private var lastIDWritten: UInt64 = 0
     /// The result retention, learnt from the scheduler at recovery: `lookup`
@@ -177,9 +179,14 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         let id: TaskID
         let change: Change
         switch event {
-        case .workerJoined, .workerLost, .progress, .typeHeld, .typeReleased:
-            // Not state worth a disk write: progress is transient, workers
-            // re-register, and a hold is the API's word for now, not the operator's.
+        case .workerJoined, .workerLost, .progress:
+            // Not state worth a disk write: progress is transient, workers re-register.
+            return
+        case .typeHeld(let type, let until):
+            pendingHolds[type] = until
+            return
+        case .typeReleased(let type):
+            pendingHolds[type] = 0
             return
         case .typePaused(let type):
             pendingPauses[type] = true
@@ -211,11 +218,12 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
 
     public func commit(now: Timestamp) throws {
         latestNow = max(latestNow, now)
-        guard !pendingOrder.isEmpty || !pendingPauses.isEmpty else { return }
+        guard !pendingOrder.isEmpty || !pendingPauses.isEmpty || !pendingHolds.isEmpty else { return }
         defer {
             pending.removeAll(keepingCapacity: true)
             pendingOrder.removeAll(keepingCapacity: true)
             pendingPauses.removeAll()
+            pendingHolds.removeAll()
         }
         let path = self.path
         do {
@@ -248,6 +256,13 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                             try db.execute(sql: JournalSchema.setPaused, arguments: [JournalSchema.pausedKey(type)])
                         } else {
                             try db.execute(sql: JournalSchema.clearPaused, arguments: [JournalSchema.pausedKey(type)])
+                        }
+                    }
+                    for (type, until) in pendingHolds {
+                        if until > 0 {
+                            try db.execute(sql: JournalSchema.setHeld, arguments: [JournalSchema.heldKey(type), until])
+                        } else {
+                            try db.execute(sql: JournalSchema.clearPaused, arguments: [JournalSchema.heldKey(type)])
                         }
                     }
                     if largestStagedID > lastIDWritten {
@@ -289,6 +304,10 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
             try db.inDatabase { db in
                 for key in try String.fetchAll(db, sql: JournalSchema.listPaused) {
                     scheduler.restorePaused(String(key.dropFirst(JournalSchema.pausedPrefix.count)))
+                }
+                for row in try Row.fetchAll(db, sql: JournalSchema.listHeld) {
+                    let key: String = row[0], until: Int64 = row[1]
+                    scheduler.restoreHold(String(key.dropFirst(JournalSchema.heldPrefix.count)), until: until, now: now)
                 }
                 let unfinished = try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL") ?? 0
                 scheduler.reserveCapacity(forTasks: unfinished + keepFinished)

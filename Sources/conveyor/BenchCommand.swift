@@ -27,11 +27,15 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Queued tasks in the memory phase.") var memoryTasks = 1_000_000
     @Option(help: "Broker durability for the throughput phase: none, batch or fsync.") var durability = "none"
     @Option(help: "Give up on any phase after this many seconds.") var limit = 300
+    @Option(help: "Task types to spread the tasks over, round robin (noop0, noop1, …; 1 = the single type noop).") var types = 1
+    @Option(help: "Extra broker flag, e.g. --broker-arg=--aging=60 (repeatable).") var brokerArg: [String] = []
 
     func run() throws {
-        let runner = try BenchRunner(workers: workers, concurrency: workerConcurrency, limitSeconds: limit)
+        let runner = try BenchRunner(workers: workers, concurrency: workerConcurrency, limitSeconds: limit,
+                                     types: max(1, types), brokerArgs: brokerArg)
         defer { runner.stopAll() }
-        emit("conveyor bench: \(workers) workers x \(workerConcurrency), libzmq \(ZMQContext.version), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        emit("conveyor bench: \(workers) workers x \(workerConcurrency), libzmq \(ZMQContext.version), \(ProcessInfo.processInfo.activeProcessorCount) cores"
+             + (types > 1 ? ", \(types) task types" : "") + (brokerArg.isEmpty ? "" : ", broker \(brokerArg.joined(separator: " "))"))
         if phase == .throughput || phase == .all { try runner.throughput(tasks: tasks, window: window, durability: durability) }
         if phase == .latency || phase == .all { try runner.latency(rate: rate, seconds: seconds) }
         if phase == .memory || phase == .all { try runner.memory(tasks: memoryTasks) }
@@ -47,7 +51,15 @@ final class BenchRunner {
     let scratch: URL
     private var children: [Process] = []
 
-    init(workers: Int, concurrency: Int, limitSeconds: Int) throws {
+    let types: Int
+    let brokerArgs: [String]
+
+    /// The type of the n-th task: round robin over `types`.
+    func type(_ n: Int) -> String { types == 1 ? "noop" : "noop\(n % types)" }
+
+    init(workers: Int, concurrency: Int, limitSeconds: Int, types: Int = 1, brokerArgs: [String] = []) throws {
+        self.types = types
+        self.brokerArgs = brokerArgs
         binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         self.workers = workers
         self.concurrency = concurrency
@@ -66,7 +78,7 @@ final class BenchRunner {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["broker", "--clients", "tcp://127.0.0.1:*", "--workers", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
-                       "--log-level", "warning", "--max-queue", "2000000", "--max-running", "100000"] + extra
+                       "--log-level", "warning", "--max-queue", "2000000", "--max-running", "100000"] + extra + brokerArgs
         let out = Pipe()
         p.standardOutput = out
         try p.run()
@@ -135,13 +147,13 @@ final class BenchRunner {
         try startWorkers(b)
         let c = try BrokerClient(context: context, endpoint: b.clients)
         defer { c.close() }
-        let spec = TaskSpec(type: "noop", priority: .normal)
+        let specs = (0..<types).map { TaskSpec(type: type($0), priority: .normal) }
         var submitted = 0, finished = 0, rejected = 0
         let start = Date()
         let deadline = start.addingTimeInterval(limit)
         while finished + rejected < tasks && Date() < deadline {
             while submitted < tasks && submitted - finished - rejected < window {
-                try c.send(.submit(requestID: [], spec: spec))
+                try c.send(.submit(requestID: [], spec: specs[submitted % types]))
                 submitted += 1
             }
             guard let r = try c.receive(timeoutMs: 1000) else { continue }
@@ -179,7 +191,7 @@ final class BenchRunner {
             if sent < total && Date() >= due {
                 let rid = c.nextRequestID()
                 pendingSubmits[rid] = monoNs()
-                try c.send(.submit(requestID: rid, spec: TaskSpec(type: "noop")))
+                try c.send(.submit(requestID: rid, spec: TaskSpec(type: type(Int(sent)))))
                 sent += 1
                 continue
             }

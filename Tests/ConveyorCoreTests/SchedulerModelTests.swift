@@ -4,14 +4,29 @@ import XCTest
 /// Drives the scheduler with long seeded random sequences of everything the
 /// broker can do, and after every step checks it against a reference model:
 /// the queue order (rebuilt from the emitted events alone), the dispatch
-/// choices (highest-priority oldest task some free worker accepts, to the least
-/// recently used such worker), the counts, the running slots and every state
-/// transition (`TaskState.canMove`).
+/// choices (the best-ranked task of an eligible type some free worker accepts,
+/// to the least recently used such worker), the counts, the running slots and
+/// every state transition (`TaskState.canMove`).
+///
+/// The policy runs add every dispatch policy: type concurrency, a sliding
+/// rate window, a cost budget, aging, pauses and RETRY_LATER holds; the model
+/// computes each of them on its own, from the operations and events.
 final class SchedulerModelTests: XCTestCase {
+    /// Steps per seed; `CONVEYOR_MODEL_STEPS` runs longer.
+    static let steps = Int(ProcessInfo.processInfo.environment["CONVEYOR_MODEL_STEPS"] ?? "") ?? 2500
+
     func testRandomOperationsAgreeWithTheReferenceModel() {
         for seed in UInt64(1)...6 {
-            let sim = Simulation(seed: seed)
-            sim.run(steps: 2500)
+            let sim = Simulation(seed: seed, policies: false)
+            sim.run(steps: Self.steps)
+            if sim.failed { return }
+        }
+    }
+
+    func testRandomOperationsUnderEveryPolicyAgreeWithTheReferenceModel() {
+        for seed in UInt64(101)...106 {
+            let sim = Simulation(seed: seed, policies: true)
+            sim.run(steps: Self.steps)
             if sim.failed { return }
         }
     }
@@ -26,7 +41,23 @@ private final class Simulation {
     // The model.
     var known: [TaskID: TaskState] = [:]
     var info: [TaskID: (type: String, priority: Priority)] = [:]
-    var model: [Priority: [TaskID]] = [:]
+    /// Queued tasks: their order key (appends count up, prepends down) and
+    /// since when they wait (for aging).
+    var modelKey: [TaskID: UInt64] = [:]
+    var modelSince: [TaskID: Timestamp] = [:]
+    var sinceAtDispatch: [TaskID: Timestamp] = [:]
+    var nextTail: UInt64 = 1 << 40
+    var nextHead: UInt64 = (1 << 40) - 1
+    // The policy, as the model sees it.
+    let policies: Bool
+    let concurrency: [String: Int]
+    let rate: [String: WindowLimit]
+    let budget: [String: WindowLimit]
+    let aging: Int64?
+    var paused: Set<String> = []
+    var holds: [String: Timestamp] = [:]
+    var dispatchTimes: [String: [Timestamp]] = [:]
+    var costReports: [String: [(at: Timestamp, units: Int64)]] = [:]
     var lastUsed: [PeerID: Int] = [:]
     var useCounter = 0
     var dispatchOrder: [TaskID: Int] = [:]
@@ -38,9 +69,24 @@ private final class Simulation {
     let names = ["w0", "w1", "w2", "w3", "w4"]
     let typeNames = ["a", "b", "c"]
 
-    init(seed: UInt64) {
+    init(seed: UInt64, policies: Bool) {
         self.seed = seed
+        self.policies = policies
         rng = TestRNG(seed: seed)
+        var p = PolicyConfig()
+        if policies {
+            p.typeConcurrency = ["a": 1]
+            p.rateLimits = ["b": WindowLimit(limit: 2, windowUs: ms(400))]
+            p.costLimits = ["c": WindowLimit(limit: 4, windowUs: ms(500))]
+            p.agingUs = ms(700)
+            p.defaultHoldMs = 150
+            p.maxHoldMs = 400
+        }
+        concurrency = p.typeConcurrency
+        rate = p.rateLimits
+        budget = p.costLimits
+        aging = p.agingUs
+        let policy = p
         h = Harness({
             $0.maxRunning = 4
             $0.maxQueue = 25
@@ -49,6 +95,7 @@ private final class Simulation {
             $0.maxFinishedInMemory = 40
             $0.heartbeatIntervalMs = 100
             $0.heartbeatLiveness = 3
+            $0.policy = policy
         }, seed: seed)
     }
 
@@ -73,8 +120,9 @@ private final class Simulation {
             case 58..<72: advance()
             case 72..<88: report(step)
             case 88..<93: staleReport(step)
-            case 93..<97: cancel()
-            case 97..<99: retryDead()
+            case 93..<96: cancel()
+            case 96..<98: retryDead()
+            case 98: if policies { pauseOrResume() } else { purge() }
             default: purge()
             }
             if roll < 38 || roll >= 58 {
@@ -85,7 +133,8 @@ private final class Simulation {
             verify(step)
             if failed { return }
         }
-        check(!history.isEmpty && h.s.counters.succeeded > 0 && h.s.counters.reassigned > 0 && h.s.counters.retried > 0,
+        check(!history.isEmpty && h.s.counters.succeeded > 0 && h.s.counters.reassigned > 0 && h.s.counters.retried > 0
+              && (!policies || h.s.counters.rateLimited > 0),
               "the run exercised too little: \(h.s.counters)", step: steps)
     }
 
@@ -148,13 +197,14 @@ private final class Simulation {
         var running = h.s.runningCount
         let out = h.take()
         process(out, step: step, dispatching: false)
+        runningNow = Dictionary(grouping: holding.keys, by: { self.info[$0]!.type }).mapValues(\.count)
         h.s.dispatch(now: h.now)
         let produced = h.take()
         for a in produced.compactMap(\.assignment) {
             check(running < 4, "dispatched beyond max_running", step: step)
-            // The expected task: the first in model order some free worker accepts.
-            let expected = Priority.dispatchOrder.flatMap { self.model[$0] ?? [] }.first { id in
-                free.values.contains { $0.slots > 0 && $0.worker.accepts(self.info[id]!.type) }
+            // The expected task: the first in model order of an eligible type some free worker accepts.
+            let expected = modelListing().first { id in
+                self.eligible(self.info[id]!.type) && free.values.contains { $0.slots > 0 && $0.worker.accepts(self.info[id]!.type) }
             }
             check(a.task == expected, "dispatched \(a.task) but the model expected \(String(describing: expected))", step: step)
             guard let f = free[a.worker] else {
@@ -169,17 +219,23 @@ private final class Simulation {
                   .joined(separator: ", ") + "; produced " + produced.map(describe).joined(separator: "; "), step: step)
             free[a.worker]!.slots -= 1
             running += 1
+            sinceAtDispatch[a.task] = modelSince[a.task]
             check(remove(a.task), "assigned \(a.task), which the model has not queued", step: step)
             useCounter += 1
             lastUsed[a.worker] = useCounter
             dispatchOrder[a.task] = useCounter
+            dispatchTimes[info[a.task]!.type, default: []].append(h.now)
+            runningNow[info[a.task]!.type, default: 0] += 1
         }
+        runningNow = [:]
         trace.append("\(step): dispatch → " + produced.map(describe).joined(separator: "; "))
         process(produced, step: step, dispatching: true)
         // Nothing dispatchable is left behind.
         if running < 4 {
-            let stillPossible = Priority.dispatchOrder.flatMap { model[$0] ?? [] }.contains { id in
-                free.values.contains { $0.slots > 0 && $0.worker.accepts(info[id]!.type) }
+            runningNow = Dictionary(grouping: holding.keys, by: { self.info[$0]!.type }).mapValues(\.count)
+            defer { runningNow = [:] }
+            let stillPossible = modelListing().contains { id in
+                eligible(info[id]!.type) && free.values.contains { $0.slots > 0 && $0.worker.accepts(info[id]!.type) }
             }
             check(!stillPossible, "a dispatchable task was left in the queue", step: step)
         }
@@ -196,9 +252,18 @@ private final class Simulation {
         guard let a = holding.values.sorted(by: { $0.task < $1.task }).randomElement(using: &rng) else { return }
         let stale = h.s.counters.staleResults
         switch Int.random(in: 0..<100, using: &rng) {
-        case 0..<50: h.s.succeeded(a.task, attempt: a.attempt, result: [1], from: a.worker, now: h.now)
-        case 50..<78: h.s.failed(a.task, attempt: a.attempt, error: "e", from: a.worker, now: h.now)
-        case 78..<88: h.s.returned(a.task, attempt: a.attempt, from: a.worker, now: h.now)
+        case 0..<50:
+            let cost: Int64? = policies ? Int64.random(in: 0...3, using: &rng) : nil
+            h.s.succeeded(a.task, attempt: a.attempt, result: [1], cost: cost, from: a.worker, now: h.now)
+            if let cost, cost > 0 { costReports[info[a.task]!.type, default: []].append((h.now, cost)) }
+        case 50..<72: h.s.failed(a.task, attempt: a.attempt, error: "e", from: a.worker, now: h.now)
+        case 72..<82: h.s.returned(a.task, attempt: a.attempt, from: a.worker, now: h.now)
+        case 82..<90 where policies:
+            let asked: Int64? = [nil, 0, 60, 250, 5000].randomElement(using: &rng)!
+            h.s.retryLater(a.task, attempt: a.attempt, afterMs: asked, from: a.worker, now: h.now)
+            let ms = min(max(0, asked ?? 150), 400)
+            let type = info[a.task]!.type
+            if ms > 0 { holds[type] = max(holds[type] ?? 0, h.now + ms * 1000) }
         default: h.s.progress(a.task, attempt: a.attempt, percent: 5, message: "m", from: a.worker, now: h.now)
         }
         check(h.s.counters.staleResults == stale, "a current report was counted stale", step: step)
@@ -228,6 +293,17 @@ private final class Simulation {
     func cancel() {
         guard let id = known.keys.sorted().randomElement(using: &rng) else { return }
         _ = h.s.cancel(id, now: h.now)
+    }
+
+    func pauseOrResume() {
+        let type = typeNames.randomElement(using: &rng)!
+        if paused.contains(type) {
+            check(h.s.resume(type: type), "resume of a paused type changed nothing", step: -1)
+            paused.remove(type)
+        } else {
+            check(h.s.pause(type: type), "pause of a running type changed nothing", step: -1)
+            paused.insert(type)
+        }
     }
 
     func retryDead() {
@@ -260,10 +336,54 @@ private final class Simulation {
 
     // MARK: The model
 
+    /// Running tasks per type during one dispatch check.
+    var runningNow: [String: Int] = [:]
+
     func remove(_ id: TaskID) -> Bool {
-        guard let p = info[id]?.priority, let i = model[p]?.firstIndex(of: id) else { return false }
-        model[p]!.remove(at: i)
+        modelSince[id] = nil
+        return modelKey.removeValue(forKey: id) != nil
+    }
+
+    func append(_ id: TaskID) {
+        modelKey[id] = nextTail
+        nextTail += 1
+        modelSince[id] = h.now
+    }
+
+    func prepend(_ id: TaskID) {
+        modelKey[id] = nextHead
+        nextHead -= 1
+        modelSince[id] = min(sinceAtDispatch[id] ?? h.now, h.now)
+    }
+
+    func level(_ id: TaskID) -> Int {
+        let base = Int(info[id]!.priority.rawValue)
+        guard let aging, let since = modelSince[id], h.now > since else { return base }
+        return min(3, base + Int((h.now - since) / aging))
+    }
+
+    func parked(_ type: String) -> Bool { paused.contains(type) || (holds[type] ?? 0) > h.now }
+
+    /// Whether a task of `type` may start now, computed from the model's own records.
+    func eligible(_ type: String) -> Bool {
+        if parked(type) { return false }
+        if let cap = concurrency[type], runningNow[type, default: 0] >= cap { return false }
+        if let r = rate[type], (dispatchTimes[type] ?? []).filter({ $0 > h.now - r.windowUs }).count >= r.limit { return false }
+        if let b = budget[type], (costReports[type] ?? []).filter({ $0.at > h.now - b.windowUs }).reduce(0, { $0 + $1.units }) >= b.limit {
+            return false
+        }
         return true
+    }
+
+    /// Every queued task in the model's order: types that can run first, then
+    /// by effective level, then by order key.
+    func modelListing() -> [TaskID] {
+        modelKey.keys.sorted { a, b in
+            let pa = parked(info[a]!.type), pb = parked(info[b]!.type)
+            if pa != pb { return !pa }
+            let la = level(a), lb = level(b)
+            return la != lb ? la > lb : modelKey[a]! < modelKey[b]!
+        }
     }
 
     func process(_ out: [SchedulerOutput], step: Int, dispatching: Bool) {
@@ -285,14 +405,13 @@ private final class Simulation {
             case .event(let e):
                 switch e {
                 case .queued(let id, let position):
-                    let p = info[id]!.priority
-                    let ahead = Priority.allCases.filter { $0 >= p }.reduce(0) { $0 + (model[$1]?.count ?? 0) }
+                    append(id)
+                    let ahead = modelListing().firstIndex(of: id) ?? -1
                     check(position == ahead, "queued position \(position), model says \(ahead)", step: step)
-                    model[p, default: []].append(id)
                 case .due(let id), .deadRetried(let id):
-                    model[info[id]!.priority, default: []].append(id)
-                case .reassigned(let id, _), .returned(let id, _):
-                    model[info[id]!.priority, default: []].insert(id, at: 0)
+                    append(id)
+                case .reassigned(let id, _), .returned(let id, _), .rateLimited(let id, _, _):
+                    prepend(id)
                     if case .reassigned = e { lostGroup.append(id) }
                 case .cancelled(let id, let previous):
                     if previous == .queued { check(remove(id), "cancelled a task the model has not queued", step: step) }
@@ -331,10 +450,29 @@ private final class Simulation {
             }
         }
         holding = holding.filter { known[$0.key] == .running && h.s.task($0.key)?.attempt == $0.value.attempt }
-        let modelOrder = Priority.dispatchOrder.flatMap { model[$0] ?? [] }
+        let modelOrder = modelListing()
         check(h.queuedIDs() == modelOrder, "queue \(h.queuedIDs()) != model \(modelOrder)", step: step)
         check(h.s.queueSize == modelOrder.count && h.s.queueSize == counts[.queued, default: 0], "queue size", step: step)
-        for p in Priority.allCases { check(h.s.queueSize(p) == (model[p]?.count ?? 0), "queue size of \(p)", step: step) }
+        for p in Priority.allCases {
+            check(h.s.queueSize(p) == modelKey.keys.filter { self.info[$0]!.priority == p }.count, "queue size of \(p)", step: step)
+        }
+        // queue_position agrees with the listing for a sample of tasks.
+        for (i, id) in modelOrder.enumerated() where i % 7 == 0 {
+            check(h.s.queuePosition(of: id, now: h.now) == i, "position of \(id) is \(String(describing: h.s.queuePosition(of: id, now: h.now))), listing says \(i)", step: step)
+        }
+        if policies {
+            for (type, cap) in concurrency {
+                let n = holding.keys.filter { self.info[$0]!.type == type }.count
+                check(n <= cap, "\(n) tasks of \(type) running, limit \(cap)", step: step)
+            }
+            for (type, r) in rate {
+                let times = dispatchTimes[type] ?? []
+                if times.count > r.limit {
+                    let i = times.count - Int(r.limit) - 1
+                    check(times[times.count - 1] - times[i] >= r.windowUs, "more than \(r.limit) dispatches of \(type) within \(r.windowUs) µs", step: step)
+                }
+            }
+        }
         check(h.s.delayed == counts[.delayed, default: 0], "delayed count \(h.s.delayed) vs \(counts[.delayed, default: 0])", step: step)
         let onWorkers = h.s.allWorkers.reduce(0) { $0 + $1.running.count }
         check(h.s.runningCount == counts[.running, default: 0] && onWorkers == h.s.runningCount && holding.count == h.s.runningCount,
