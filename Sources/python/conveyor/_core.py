@@ -1,0 +1,495 @@
+"""The client protocol without I/O: request ids, replies, pushes, watches, resends.
+
+``Client`` (a socket thread) and ``AsyncClient`` (an asyncio reader) both drive one
+``ClientCore``: they hand it every message their DEALER receives and every
+connection event of its monitor, send what it returns, and call ``tick()`` when
+``next_deadline()`` comes. Waiters are futures made by the driver's factory
+(``concurrent.futures.Future`` or ``loop.create_future``); progress subscribers are
+queues with ``put_nowait``.
+
+Connections. libzmq reconnects a DEALER by itself; to the broker every reconnection
+is a new peer (§2). The core numbers connections: ``gen`` is the connection that a
+message sent now travels on. When the monitor reports a disconnection, requests sent
+on the lost connection may have been lost with it ("in doubt"). When the next
+handshake succeeds, the in-doubt requests that are safe to repeat (SUBMITs with an
+idempotency key, STATUS, STATS, TASKS, PING) are sent again; the others (CANCEL,
+SUBMIT without a key) are not, and end with ``BrokerUnavailable`` at their deadline
+unless their reply still arrives. Pushes (PROGRESS, FINISHED) go to the connection
+that submitted a task, so tasks of a lost connection, and tasks submitted elsewhere,
+are followed by polling STATUS instead.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ._errors import (
+    BrokerUnavailable,
+    ConveyorError,
+    NotCancellable,
+    NotFound,
+    QueueFull,
+    Rejected,
+    TaskCancelled,
+    TaskFailed,
+    TaskTimedOut,
+)
+from ._protocol import (
+    CLIENT_HEADER,
+    FINAL_STATES,
+    STATES,
+    Submitted,
+    TaskStatus,
+    decode_result,
+    is_task_id,
+    parse_number,
+    parse_percent,
+    text,
+)
+
+# How often a waiter polls STATUS when no FINISHED push can be expected (the task was
+# submitted by another connection, or by a connection that has since been lost).
+POLL_INTERVAL = 0.25
+# How often it polls anyway when a push is expected: pushes can be dropped (§13).
+SAFETY_POLL_INTERVAL = 5.0
+FINISHED_CACHE_ENTRIES = 10_000
+FINISHED_CACHE_BYTES = 64 * 1024 * 1024
+OWN_TASKS_MAX = 200_000
+PROGRESS_BUFFER = 256
+
+REPLY_COMMANDS = {
+    b"ACCEPTED": 5,
+    b"REJECTED": 5,
+    b"STATUS": 4,
+    b"CANCELLED": 5,
+    b"STATS": 4,
+    b"TASKS": 4,
+    b"DEAD": 4,
+    b"PONG": 3,
+    b"ERROR": 5,
+}
+
+END = object()  # end of a progress stream
+
+Outcome = Tuple[str, bytes]  # (final state, result bytes or error text)
+
+
+def error_from(code: str, message: str) -> Rejected:
+    cls = {"queue_full": QueueFull, "not_found": NotFound, "not_cancellable": NotCancellable}.get(code)
+    return cls(code, message) if cls else Rejected(code, message)
+
+
+def outcome_result(task_id: str, outcome: Outcome) -> bytes:
+    """The result of a succeeded task; the matching TaskError otherwise."""
+    state, body = outcome
+    if state == "succeeded":
+        return body
+    err = text(body)
+    if state == "failed":
+        raise TaskFailed(task_id, err)
+    if state == "timed_out":
+        raise TaskTimedOut(task_id, err)
+    raise TaskCancelled(task_id, err)
+
+
+class Request:
+    __slots__ = ("rid", "frames", "resendable", "sent_gen", "in_doubt", "resent", "future", "callback", "deadline")
+
+    def __init__(self, rid: bytes, frames: List[bytes], resendable: bool, future: Any, callback: Any, deadline: float):
+        self.rid = rid
+        self.frames = frames
+        self.resendable = resendable
+        self.sent_gen: Optional[int] = None
+        self.in_doubt = False
+        self.resent = False
+        self.future = future
+        self.callback = callback  # internal requests: callback(frames or None on expiry)
+        self.deadline = deadline
+
+
+class _Watch:
+    __slots__ = ("futures", "subs", "next_poll", "polling", "last_progress")
+
+    def __init__(self) -> None:
+        self.futures: List[Any] = []
+        self.subs: List[Any] = []
+        self.next_poll = 0.0
+        self.polling = False
+        self.last_progress: Optional[Tuple[Optional[int], str]] = None
+
+
+class ClientCore:
+    def __init__(self, future_factory: Callable[[], Any], timeout: float):
+        self.lock = threading.Lock()
+        self.new_future = future_factory
+        self.timeout = float(timeout)
+        self.prefix = os.urandom(4).hex().encode() + b"-"
+        self.seq = itertools.count(1)
+        self.pending: Dict[bytes, Request] = {}
+        self.gen = 0
+        self.connected = False
+        self.closed = False
+        # task_id -> connection it was submitted on, for tasks whose pushes we expect.
+        self.own: "OrderedDict[bytes, int]" = OrderedDict()
+        self.progress_buf: Dict[bytes, List[Tuple[Optional[int], str]]] = {}
+        # task_id -> (outcome, progress items) for tasks that finished by push.
+        self.finished: "OrderedDict[bytes, Tuple[Outcome, List[Tuple[Optional[int], str]]]]" = OrderedDict()
+        self.finished_bytes = 0
+        self.watches: Dict[bytes, _Watch] = {}
+        self.timers: List[Tuple[float, int, int, bytes]] = []  # (when, seq, kind, key); kind 0=request 1=poll
+        self.tseq = itertools.count()
+        self.ignored = 0  # messages that failed validation (§3.4: ignored)
+        self.resends = 0
+        self._later: List[Tuple[Any, Any, bool]] = []
+
+    # ----- helpers (lock held) -------------------------------------------------
+
+    def _settle(self, target: Any, value: Any, error: bool) -> None:
+        self._later.append((target, value, error))
+
+    def _flush(self) -> None:
+        """Resolve futures and feed queues outside the lock."""
+        later, self._later = self._later, []
+        for target, value, error in later:
+            if hasattr(target, "set_result"):
+                if target.done():
+                    continue
+                try:
+                    target.set_exception(value) if error else target.set_result(value)
+                except Exception:  # cancelled meanwhile (InvalidStateError)
+                    pass
+            else:
+                target.put_nowait(value)
+
+    def _timer(self, when: float, kind: int, key: bytes) -> None:
+        heapq.heappush(self.timers, (when, next(self.tseq), kind, key))
+
+    def push_expected(self, task_id: bytes) -> bool:
+        g = self.own.get(task_id)
+        return g is not None and g == self.gen and self.connected
+
+    # ----- requests -------------------------------------------------------------
+
+    def request(self, command: bytes, fields: List[bytes], resendable: bool, *,
+                callback: Any = None, timeout: Optional[float] = None) -> Request:
+        """A new request; the driver sends ``req.frames`` and calls ``sent(req)``."""
+        with self.lock:
+            if self.closed:
+                raise ConveyorError("the client is closed")
+            rid = self.prefix + str(next(self.seq)).encode()
+            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+            req = Request(rid, [CLIENT_HEADER, command, rid, *fields], resendable,
+                          None if callback else self.new_future(), callback, deadline)
+            self.pending[rid] = req
+            self._timer(deadline, 0, rid)
+            return req
+
+    def sent(self, req: Request) -> None:
+        """Called by the driver right after it handed ``req`` to its socket."""
+        req.sent_gen = self.gen
+
+    def send_failed(self, req: Request, why: str) -> None:
+        with self.lock:
+            if self.pending.pop(req.rid, None) is not None:
+                self._fail_request(req, BrokerUnavailable(why))
+        self._flush()
+
+    def abandon(self, rid: bytes) -> None:
+        with self.lock:
+            self.pending.pop(rid, None)
+
+    def _fail_request(self, req: Request, exc: BaseException) -> None:
+        if req.future is not None:
+            self._settle(req.future, exc, True)
+        elif req.callback is not None:
+            req.callback(None)
+
+    # ----- incoming -------------------------------------------------------------
+
+    def on_message(self, frames: List[bytes]) -> None:
+        with self.lock:
+            self._on_message(frames)
+        self._flush()
+
+    def on_messages(self, batch: List[List[bytes]]) -> None:
+        with self.lock:
+            for frames in batch:
+                self._on_message(frames)
+        self._flush()
+
+    def _on_message(self, frames: List[bytes]) -> None:
+        if len(frames) < 3 or frames[0] != CLIENT_HEADER:
+            self.ignored += 1
+            return
+        cmd = frames[1]
+        if cmd == b"FINISHED":
+            if len(frames) != 5 or not is_task_id(frames[2]) or text(frames[3]) not in FINAL_STATES:
+                self.ignored += 1
+                return
+            self._finished(frames[2], (text(frames[3]), frames[4]))
+            return
+        if cmd == b"PROGRESS":
+            ok, pct = parse_percent(frames[3]) if len(frames) == 5 else (False, None)
+            if not ok or not is_task_id(frames[2]):
+                self.ignored += 1
+                return
+            self._progress(frames[2], (pct, text(frames[4])))
+            return
+        need = REPLY_COMMANDS.get(cmd)
+        if need is None or len(frames) < need or len(frames[2]) > 64:
+            self.ignored += 1
+            return
+        if cmd == b"ACCEPTED" and (not is_task_id(frames[3]) or parse_number(frames[4]) is None):
+            self.ignored += 1
+            return
+        req = self.pending.pop(frames[2], None)
+        if req is None:
+            return  # a reply to an abandoned or already answered request
+        if req.callback is not None:
+            req.callback(frames)
+            return
+        if cmd == b"REJECTED" or cmd == b"ERROR":
+            self._settle(req.future, error_from(text(frames[3]), text(frames[4])), True)
+            return
+        if cmd == b"ACCEPTED" and self.connected and not req.resent:
+            self._own(frames[3])
+        self._settle(req.future, (frames, req.resent), False)
+
+    def _own(self, task_id: bytes) -> None:
+        self.own[task_id] = self.gen
+        if len(self.own) > OWN_TASKS_MAX:
+            old, _ = self.own.popitem(last=False)
+            self.progress_buf.pop(old, None)
+
+    def disown(self, task_id: bytes) -> None:
+        """Not our push any more (e.g. ACCEPTED turned out to be a duplicate)."""
+        with self.lock:
+            self.own.pop(task_id, None)
+
+    def _progress(self, task_id: bytes, item: Tuple[Optional[int], str]) -> None:
+        if task_id in self.own:
+            buf = self.progress_buf.setdefault(task_id, [])
+            if len(buf) < PROGRESS_BUFFER:
+                buf.append(item)
+        w = self.watches.get(task_id)
+        if w is not None:
+            w.last_progress = item
+            for q in w.subs:
+                self._settle(q, item, False)
+
+    def _finished(self, task_id: bytes, outcome: Outcome) -> None:
+        self.own.pop(task_id, None)
+        items = self.progress_buf.pop(task_id, [])
+        if task_id not in self.finished:
+            self.finished[task_id] = (outcome, items)
+            self.finished_bytes += len(outcome[1])
+            while self.finished and (len(self.finished) > FINISHED_CACHE_ENTRIES
+                                     or self.finished_bytes > FINISHED_CACHE_BYTES):
+                _, ((_, body), _) = self.finished.popitem(last=False)
+                self.finished_bytes -= len(body)
+        self._resolve(task_id, outcome, None)
+
+    def _resolve(self, task_id: bytes, outcome: Optional[Outcome], exc: Optional[BaseException]) -> None:
+        w = self.watches.pop(task_id, None)
+        if w is None:
+            return
+        for f in w.futures:
+            self._settle(f, exc if exc is not None else outcome, exc is not None)
+        for q in w.subs:
+            self._settle(q, exc if exc is not None else END, False)
+
+    # ----- connection events ----------------------------------------------------
+
+    def on_disconnected(self) -> None:
+        with self.lock:
+            lost = self.gen
+            self.gen += 1
+            self.connected = False
+            for req in self.pending.values():
+                if req.sent_gen == lost:
+                    req.in_doubt = True
+            self._reschedule_watches()
+
+    def on_connected(self) -> List[Request]:
+        """Handshake succeeded: returns the in-doubt requests to send again."""
+        with self.lock:
+            self.connected = True
+            again = []
+            for req in self.pending.values():
+                if req.in_doubt and req.resendable:
+                    req.in_doubt = False
+                    req.resent = True
+                    again.append(req)
+            self.resends += len(again)
+            self._reschedule_watches()
+            return again
+
+    def _reschedule_watches(self) -> None:
+        now = time.monotonic()
+        for tid, w in self.watches.items():
+            if not self.push_expected(tid) and not w.polling:
+                w.next_poll = now
+                self._timer(now, 1, tid)
+
+    # ----- watches (wait and progress) ------------------------------------------
+
+    def watch(self, task_id: bytes, future: Any = None, sub: Any = None) -> None:
+        """Follow a task until its final state: ``future`` gets the Outcome (or an
+        exception such as NotFound), ``sub`` gets progress items, then END."""
+        with self.lock:
+            if self.closed:
+                raise ConveyorError("the client is closed")
+            done = self.finished.get(task_id)
+            if done is not None:
+                outcome, items = done
+                if future is not None:
+                    self._settle(future, outcome, False)
+                if sub is not None:
+                    for it in items:
+                        self._settle(sub, it, False)
+                    self._settle(sub, END, False)
+            else:
+                w = self.watches.get(task_id)
+                if w is None:
+                    w = self.watches[task_id] = _Watch()
+                    now = time.monotonic()
+                    w.next_poll = now + SAFETY_POLL_INTERVAL if self.push_expected(task_id) else now
+                    self._timer(w.next_poll, 1, task_id)
+                if future is not None:
+                    w.futures.append(future)
+                if sub is not None:
+                    w.subs.append(sub)
+                    for it in self.progress_buf.get(task_id, ()):
+                        self._settle(sub, it, False)
+                    if task_id in self.progress_buf and self.progress_buf[task_id]:
+                        w.last_progress = self.progress_buf[task_id][-1]
+        self._flush()
+
+    def unwatch(self, task_id: bytes, future: Any = None, sub: Any = None) -> None:
+        with self.lock:
+            w = self.watches.get(task_id)
+            if w is None:
+                return
+            if future is not None and future in w.futures:
+                w.futures.remove(future)
+            if sub is not None and sub in w.subs:
+                w.subs.remove(sub)
+            if not w.futures and not w.subs:
+                del self.watches[task_id]
+
+    def _poll_reply(self, task_id: bytes) -> Callable[[Optional[List[bytes]]], None]:
+        def done(frames: Optional[List[bytes]]) -> None:  # lock held (called from _on_message/tick)
+            w = self.watches.get(task_id)
+            if w is None:
+                return
+            w.polling = False
+            now = time.monotonic()
+            if frames is not None and frames[1] == b"STATUS":
+                try:
+                    st = TaskStatus.from_json(frames[3])
+                except (ValueError, TypeError):
+                    st = None
+                if st is not None and st.state in STATES:
+                    if st.progress is not None and st.progress != w.last_progress:
+                        w.last_progress = st.progress
+                        for q in w.subs:
+                            self._settle(q, st.progress, False)
+                    if st.state in FINAL_STATES:
+                        body = (decode_result(st.raw) or b"") if st.state == "succeeded" else (st.error or "").encode()
+                        self.own.pop(task_id, None)
+                        self._resolve(task_id, (st.state, body), None)
+                        return
+            elif frames is not None and frames[1] == b"ERROR" and text(frames[3]) == "not_found":
+                self._resolve(task_id, None, NotFound("not_found", text(frames[4])))
+                return
+            interval = SAFETY_POLL_INTERVAL if self.push_expected(task_id) else POLL_INTERVAL
+            w.next_poll = now + interval
+            self._timer(w.next_poll, 1, task_id)
+
+        return done
+
+    # ----- timers ---------------------------------------------------------------
+
+    def next_deadline(self) -> Optional[float]:
+        with self.lock:
+            return self.timers[0][0] if self.timers else None
+
+    def tick(self, now: Optional[float] = None) -> List[Request]:
+        """Expire requests, start due polls; returns requests to send."""
+        now = time.monotonic() if now is None else now
+        out: List[Request] = []
+        with self.lock:
+            while self.timers and self.timers[0][0] <= now:
+                _, _, kind, key = heapq.heappop(self.timers)
+                if kind == 0:
+                    req = self.pending.get(key)
+                    if req is not None and req.deadline <= now:
+                        del self.pending[key]
+                        why = ("no reply from the broker within %gs" % self.timeout) if req.callback is None else ""
+                        self._fail_request(req, BrokerUnavailable(why))
+                else:
+                    w = self.watches.get(key)
+                    if w is None or w.polling or w.next_poll > now or self.closed:
+                        continue
+                    w.polling = True
+                    rid = self.prefix + str(next(self.seq)).encode()
+                    req = Request(rid, [CLIENT_HEADER, b"STATUS", rid, key], True, None, self._poll_reply(key),
+                                  now + max(self.timeout, 1.0))
+                    self.pending[rid] = req
+                    self._timer(req.deadline, 0, rid)
+                    out.append(req)
+        self._flush()
+        return out
+
+    def close(self, why: str = "the client is closed") -> None:
+        with self.lock:
+            self.closed = True
+            for req in self.pending.values():
+                if req.future is not None:
+                    self._settle(req.future, ConveyorError(why), True)
+            self.pending.clear()
+            for tid in list(self.watches):
+                self._resolve(tid, None, ConveyorError(why))
+            self.timers.clear()
+        self._flush()
+
+
+# ----- building requests and decoding replies (shared by both clients) ---------
+
+
+def submit_fields(task_type: bytes, priority: int, timeout_ms: Optional[int], payload: bytes,
+                  options: List[bytes]) -> List[bytes]:
+    return [task_type, b"%d" % priority, b"" if timeout_ms is None else b"%d" % timeout_ms, payload, *options]
+
+
+def decode_accepted(frames: List[bytes], resent: bool, delayed: bool, key: Optional[str]) -> Submitted:
+    duplicate = False
+    state = "delayed" if delayed else "queued"
+    if len(frames) >= 6 and frames[5] in (b"0", b"1"):
+        duplicate = frames[5] == b"1"
+    if len(frames) >= 7 and text(frames[6]) in STATES:
+        state = text(frames[6])
+    return Submitted(task_id=frames[3].decode("ascii"), queue_position=int(frames[4]), duplicate=duplicate,
+                     state=state, idempotency_key=key, resent=resent)
+
+
+def decode_json(frames: List[bytes]) -> Dict[str, Any]:
+    try:
+        obj = json.loads(frames[3])
+    except ValueError as e:
+        raise ConveyorError(f"the broker sent invalid JSON in {text(frames[1])}: {e}") from None
+    if not isinstance(obj, dict):
+        raise ConveyorError(f"the broker sent a JSON {type(obj).__name__} in {text(frames[1])}, not an object")
+    return obj
+
+
+def expect(frames: List[bytes], command: bytes) -> List[bytes]:
+    if frames[1] != command:
+        raise ConveyorError(f"unexpected reply {text(frames[1])} (wanted {text(command)})")
+    return frames

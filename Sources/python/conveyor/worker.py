@@ -1,0 +1,659 @@
+"""The worker runtime: handlers on threads (or one asyncio loop), the socket on one thread."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import queue
+import signal
+import socket as _socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+
+import zmq
+
+from ._common import DEFAULT_WORKER_ENDPOINT, MAX_MSG_SIZE, send_frames
+from ._curve import CurveKeys, PathLike, apply_curve, load_curve_keys
+from ._errors import RetryLater
+from ._protocol import (
+    MAX_RETRY_AFTER_MS,
+    MAX_TIMEOUT_MS,
+    WORKER_HEADER as H,
+    Priority,
+    check_type,
+    is_task_id,
+    parse_number,
+    seconds_to_ms,
+    text,
+)
+
+__all__ = ["Worker", "Task", "TaskContext"]
+
+log = logging.getLogger("conveyor.worker")
+
+MAX_ERROR_BYTES = 16 * 1024
+BACKOFF_START = 1.0
+BACKOFF_MAX = 32.0
+_UNSET = object()
+
+Handler = Callable[["Task", "TaskContext"], Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One attempt of a task, as the broker dispatched it (TASK, §6.3)."""
+
+    id: str
+    type: str
+    priority: int  # 0=LOW 1=NORMAL 2=HIGH 3=URGENT
+    attempt: int
+    payload: bytes = field(repr=False)
+    deadline: float  # time.monotonic() by which the broker times the attempt out
+    timeout: float  # seconds the broker allowed, from dispatch
+
+    @property
+    def priority_name(self) -> str:
+        return Priority(self.priority).name
+
+    def remaining(self) -> float:
+        """Seconds left before the broker times this attempt out."""
+        return self.deadline - time.monotonic()
+
+
+class TaskContext:
+    """What a handler can do besides returning: report progress, notice
+    cancellation, ask for a retry later, report a cost.
+
+    ``cancelled`` is a ``threading.Event``, set when the broker sends CANCEL, when the
+    attempt's deadline passes, when the connection is lost (the attempt is then
+    abandoned, §8.3) and when a stopping worker gives the task back.
+    ``cancel_reason`` then says which: ``"cancelled"``, ``"timed_out"``,
+    ``"connection_lost"`` or ``"shutdown"``. Once it is set nothing more is sent for
+    the attempt: progress and the return value are dropped.
+    """
+
+    def __init__(self, worker: "Worker", key: Tuple[bytes, int]):
+        self._worker = worker
+        self._key = key
+        self.cancelled = threading.Event()
+        self.cancel_reason: Optional[str] = None
+        self._retry_ms: Any = _UNSET
+        self._cost: Optional[int] = None
+
+    def _cancel(self, reason: str) -> None:
+        if not self.cancelled.is_set():
+            self.cancel_reason = reason
+            self.cancelled.set()
+
+    def progress(self, percent: Optional[float] = None, message: str = "") -> None:
+        """Send PROGRESS: ``percent`` 0–100 (None = indeterminate) and a message.
+        Thread-safe; every call is one message, in order."""
+        if percent is not None:
+            if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+                raise ValueError(f"percent must be 0..100 or None, got {percent!r}")
+            pct = b"%d" % int(percent)
+        else:
+            pct = b""
+        msg = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        if not self.cancelled.is_set():
+            self._worker._post(("progress", self, pct, msg))
+
+    def retry_later(self, seconds: Optional[float] = None) -> None:
+        """End this attempt with RETRY_LATER (e.g. the API answered 429): the broker
+        runs the task again after ``seconds`` (None: the broker's default).
+
+        Raises :class:`conveyor.RetryLater` to unwind the handler. The request stands
+        even if the handler catches it: the handler's return value or exception is
+        then ignored. Needs a broker that knows RETRY_LATER (protocol 1.1)."""
+        if seconds is None:
+            self._retry_ms = None
+        else:
+            self._retry_ms = seconds_to_ms(seconds, "retry_later seconds", 0, MAX_RETRY_AFTER_MS)
+        raise RetryLater(seconds)
+
+    def cost(self, units: int) -> None:
+        """Add ``units`` (e.g. LLM tokens) to this attempt's cost; the total is sent
+        as the option frame ``cost=N`` of DONE. Without a call no frame is sent."""
+        if isinstance(units, bool) or not isinstance(units, (int, float)) or units < 0 or int(units) != units:
+            raise ValueError(f"cost units must be a non-negative integer, got {units!r}")
+        self._cost = (self._cost or 0) + int(units)
+
+
+class _Running:
+    __slots__ = ("task", "ctx", "attempt_frame", "future", "timed_out")
+
+    def __init__(self, task: Task, ctx: TaskContext, attempt_frame: bytes):
+        self.task = task
+        self.ctx = ctx
+        self.attempt_frame = attempt_frame
+        self.future: Any = None
+        self.timed_out = False
+
+
+class _Pool:
+    """Threads for sync handlers: grows when every thread is busy (an abandoned
+    handler that ignores ``ctx.cancelled`` must not starve new tasks), shrinks back
+    to ``keep`` threads after a minute idle."""
+
+    def __init__(self, keep: int):
+        self._q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+        self._keep = keep
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle -= 1
+        self._q.put((fn, args))
+        if spawn:
+            threading.Thread(target=self._work, name="conveyor-handler", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._q.get(timeout=60.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0 and self._threads > self._keep:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException:  # noqa: BLE001 - the runner reports; never kill the thread
+                log.exception("handler runner failed")
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        with self._lock:
+            n = self._threads
+        for _ in range(n):
+            self._q.put(None)
+
+
+class Worker:
+    """Runs handlers for the broker's tasks (worker protocol, §6).
+
+    ``types``: the task types to advertise in READY; default: the types of the
+    registered handlers, or any type (empty) when a catch-all handler
+    (``@w.handler()``) is registered. ``concurrency``: the READY capacity, tasks run
+    at once. ``heartbeat_interval``/``liveness`` must match the broker's
+    (``--heartbeat-interval`` ms / ``--heartbeat-liveness``) unless the broker sends
+    WELCOME, whose values are then adopted. ``grace``: seconds ``stop()`` lets
+    running tasks finish before giving them back (RETURN).
+
+    Handlers ``def h(task, ctx)`` run on a pool of threads; ``async def`` handlers on
+    one asyncio loop thread (cancelled with ``Task.cancel()`` on CANCEL, besides
+    ``ctx.cancelled``). They return ``bytes``, ``str`` (UTF-8), ``dict``/``list``
+    (sent as JSON) or None (empty result); an exception becomes FAIL with its text.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_WORKER_ENDPOINT, *, name: Optional[str] = None,
+                 concurrency: int = 1, curve_key: Optional[PathLike] = None,
+                 curve_server_key: Optional[PathLike] = None, types: Optional[Iterable[str]] = None,
+                 heartbeat_interval: float = 1.0, liveness: int = 3, grace: float = 30.0,
+                 context: Optional[zmq.Context] = None):
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
+            raise ValueError("concurrency must be an integer 1..1024")
+        if not heartbeat_interval > 0 or int(liveness) < 1:
+            raise ValueError("heartbeat_interval must be positive and liveness at least 1")
+        self.endpoint = endpoint
+        self.name = name or f"py-{_socket.gethostname()}-{os.getpid()}"
+        if not 1 <= len(self.name.encode("utf-8")) <= 128:
+            raise ValueError("worker name must be 1-128 bytes of UTF-8")
+        self.concurrency = concurrency
+        self.grace = float(grace)
+        self._keys: Optional[CurveKeys] = load_curve_keys(curve_key, curve_server_key)
+        self._types: Optional[List[str]] = None if types is None else [check_type(t).decode() for t in types]
+        self._hb = float(heartbeat_interval)
+        self._liveness = int(liveness)
+        self._zctx = context
+        self._handlers: Dict[str, Handler] = {}
+        self._fallback: Optional[Handler] = None
+        self._running: Dict[Tuple[bytes, int], _Running] = {}
+        self._outbox: Deque[Any] = deque()
+        self._olock = threading.Lock()
+        self._woken = False
+        self._rfd = self._wfd = -1
+        self._thread: Optional[threading.Thread] = None
+        self._pool = _Pool(concurrency)
+        self._aloop: Optional[asyncio.AbstractEventLoop] = None
+        self._athread: Optional[threading.Thread] = None
+        self._stop_requested = threading.Event()
+        self._force = False
+        self._stop_grace: Optional[float] = None
+        self._finished = threading.Event()
+        self._registered = threading.Event()
+        self._error: Optional[BaseException] = None
+        self.stats: Dict[str, int] = {
+            "tasks": 0, "succeeded": 0, "failed": 0, "retry_later": 0, "returned": 0, "cancelled": 0,
+            "abandoned": 0, "reconnects": 0,
+        }
+
+    # ----- registration ---------------------------------------------------------------
+
+    def handler(self, *types: str) -> Callable[[Handler], Handler]:
+        """Decorator: ``@w.handler("pdf", "document")``; ``@w.handler()`` for any type."""
+
+        def register(fn: Handler) -> Handler:
+            if types:
+                for t in types:
+                    self._handlers[check_type(t).decode()] = fn
+            else:
+                self._fallback = fn
+            return fn
+
+        return register
+
+    def add_handler(self, task_type: Optional[str], fn: Handler) -> None:
+        """``w.add_handler("pdf", fn)``; ``None`` for any type."""
+        (self.handler(task_type) if task_type else self.handler())(fn)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self._hb
+
+    @property
+    def liveness(self) -> int:
+        return self._liveness
+
+    @property
+    def registered(self) -> threading.Event:
+        """Set once the broker has answered our READY with any message (our
+        registration is effective), cleared while reconnecting."""
+        return self._registered
+
+    def _advertised(self) -> str:
+        if self._types is not None:
+            return ",".join(self._types)
+        if self._fallback is not None:
+            return ""
+        return ",".join(sorted(self._handlers))
+
+    # ----- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> "Worker":
+        """Connect and serve in background threads; returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("the worker is already started")
+        if not self._handlers and self._fallback is None:
+            raise ValueError("register at least one handler before starting the worker")
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._thread = threading.Thread(target=self._main, name=f"conveyor-worker-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or, on the main thread, SIGTERM/SIGINT: a first
+        signal drains gracefully, a second gives running tasks back at once)."""
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if on_main:
+            def on_signal(signum: int, frame: Any) -> None:
+                self.stop(wait=False, grace=0.0 if self._stop_requested.is_set() else None)
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            while not self._finished.wait(0.5):
+                pass
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+        if self._error is not None:
+            raise self._error
+
+    def stop(self, grace: Optional[float] = None, wait: bool = True, timeout: Optional[float] = None) -> None:
+        """Drain: send DRAIN, let running tasks finish within ``grace`` seconds
+        (default: the constructor's), RETURN the others, send DISCONNECT, close.
+        ``wait``: block until done (at most ``timeout``, default grace + 10 s)."""
+        if grace is not None:
+            self._stop_grace = max(0.0, float(grace))
+            if self._stop_requested.is_set():
+                self._force = self._stop_grace == 0.0
+        self._stop_requested.set()
+        if self._thread is None:
+            self._finished.set()
+            return
+        self._post(None)
+        if wait and threading.current_thread() is not self._thread:
+            g = self.grace if self._stop_grace is None else self._stop_grace
+            self._finished.wait(g + 10.0 if timeout is None else timeout)
+
+    def __enter__(self) -> "Worker":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ----- handler side -------------------------------------------------------------------
+
+    def _post(self, item: Any) -> None:
+        with self._olock:
+            if self._wfd < 0:
+                return  # the socket thread is gone: nobody to tell (a late handler)
+            self._outbox.append(item)
+            if self._woken:
+                return
+            self._woken = True
+            # Written under the lock so that the pipe cannot be closed in between
+            # (a closed descriptor number may already belong to someone else).
+            try:
+                os.write(self._wfd, b"x")
+            except OSError:
+                pass
+
+    def _outcome(self, ctx: TaskContext, value: Any, exc: Optional[BaseException]) -> Tuple[bytes, List[bytes]]:
+        """(command, fields after task_id and attempt)."""
+        if ctx._retry_ms is not _UNSET:
+            return b"RETRY_LATER", [b"" if ctx._retry_ms is None else b"%d" % ctx._retry_ms]
+        if exc is None:
+            try:
+                if value is None:
+                    result = b""
+                elif isinstance(value, (bytes, bytearray, memoryview)):
+                    result = bytes(value)
+                elif isinstance(value, str):
+                    result = value.encode("utf-8")
+                elif isinstance(value, (dict, list)):
+                    result = json.dumps(value).encode("utf-8")
+                else:
+                    raise TypeError(f"a handler returns bytes, str, dict, list or None, not {type(value).__name__}")
+            except Exception as e:  # noqa: BLE001
+                exc = e
+            else:
+                fields = [result]
+                if ctx._cost is not None:
+                    fields.append(b"cost=%d" % ctx._cost)
+                return b"DONE", fields
+        err = str(exc) or type(exc).__name__
+        return b"FAIL", [err.encode("utf-8", "replace")[:MAX_ERROR_BYTES]]
+
+    def _run_sync(self, fn: Handler, task: Task, ctx: TaskContext) -> None:
+        try:
+            value = fn(task, ctx)
+            if inspect.isawaitable(value):  # a sync function returning a coroutine
+                value = asyncio.run_coroutine_threadsafe(_await(value), self._async_loop()).result()
+            out = self._outcome(ctx, value, None)
+        except BaseException as e:  # noqa: BLE001 - report everything as FAIL
+            out = self._outcome(ctx, None, e)
+        self._post(("end", ctx, out))
+
+    async def _run_async(self, fn: Handler, task: Task, ctx: TaskContext) -> None:
+        try:
+            value = await fn(task, ctx)
+            out = self._outcome(ctx, value, None)
+        except asyncio.CancelledError:
+            if ctx.cancelled.is_set():
+                return  # we cancelled it: nothing more may be sent for this attempt
+            out = self._outcome(ctx, None, RuntimeError("handler was cancelled"))
+        except BaseException as e:  # noqa: BLE001
+            out = self._outcome(ctx, None, e)
+        self._post(("end", ctx, out))
+
+    def _async_loop(self) -> asyncio.AbstractEventLoop:
+        with self._olock:
+            if self._aloop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="conveyor-async-handlers", daemon=True)
+                t.start()
+                self._aloop, self._athread = loop, t
+            return self._aloop
+
+    # ----- the socket thread ----------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # noqa: BLE001
+            log.exception("worker socket thread failed")
+            self._error = e
+        finally:
+            self._pool.shutdown()
+            if self._aloop is not None:
+                self._aloop.call_soon_threadsafe(self._aloop.stop)
+            with self._olock:
+                fds, self._rfd, self._wfd = (self._rfd, self._wfd), -1, -1
+                self._outbox.clear()
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._registered.clear()
+            self._finished.set()
+
+    def _send(self, *frames: bytes) -> None:
+        try:
+            send_frames(self._sock, [H, *frames])
+        except zmq.Again:
+            log.warning("send queue full; dropped %s", text(frames[0]))
+        self._last_tx = time.monotonic()
+
+    def _connect(self) -> None:
+        ctx = self._zctx or zmq.Context.instance()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 100_000)
+        s.setsockopt(zmq.RCVHWM, 100_000)
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_SIZE)
+        apply_curve(s, self._keys)
+        s.connect(self.endpoint)
+        self._sock = s
+        self._poller = zmq.Poller()
+        self._poller.register(s, zmq.POLLIN)
+        self._poller.register(self._rfd, zmq.POLLIN)
+        self._send(b"READY", self.name.encode("utf-8"), self._advertised().encode(), b"%d" % self.concurrency)
+        self._last_rx = time.monotonic()
+        self._draining = False
+
+    def _abandon_all(self, reason: str) -> None:
+        for r in self._running.values():
+            r.ctx._cancel(reason)
+            if r.future is not None:
+                r.future.cancel()
+            if reason == "connection_lost":
+                self.stats["abandoned"] += 1
+        self._running.clear()
+
+    def _wait_backoff(self) -> bool:
+        """Sleep the current backoff, waking for stop(); False when stopping."""
+        until = time.monotonic() + self._backoff
+        while not self._stop_requested.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return True
+            p = zmq.Poller()
+            p.register(self._rfd, zmq.POLLIN)
+            if p.poll(int(left * 1000) + 1):
+                self._take_outbox()  # results of abandoned attempts: dropped
+        return False
+
+    def _reconnect(self, why: str) -> bool:
+        log.warning("%s; reconnecting in %g s", why, self._backoff)
+        self._registered.clear()
+        self._abandon_all("connection_lost")
+        self._sock.close(0)
+        self.stats["reconnects"] += 1
+        if not self._wait_backoff():
+            return False
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        self._connect()
+        return True
+
+    def _take_outbox(self) -> List[Any]:
+        try:
+            os.read(self._rfd, 4096)
+        except BlockingIOError:
+            pass
+        with self._olock:
+            self._woken = False
+            items = list(self._outbox)
+            self._outbox.clear()
+        return items
+
+    def _serve(self) -> None:
+        self._backoff = BACKOFF_START
+        self._connect()
+        drain_deadline = 0.0
+        while True:
+            now = time.monotonic()
+            if self._stop_requested.is_set() and not self._draining:
+                self._draining = True
+                self._send(b"DRAIN")
+                grace = self.grace if self._stop_grace is None else self._stop_grace
+                drain_deadline = now + grace
+            if self._draining and (not self._running or now >= drain_deadline or self._force):
+                self._leave()
+                return
+            dead_after = self._hb * self._liveness
+            if now - self._last_rx > dead_after:
+                if self._draining:  # nobody to give the tasks back to: just go
+                    self._close_abandoning()
+                    return
+                if not self._reconnect(f"no message from the broker for {dead_after:g} s"):
+                    return
+                continue
+            if now - self._last_tx >= self._hb:
+                self._send(b"HEARTBEAT")
+            wake = min(self._last_tx + self._hb, self._last_rx + dead_after)
+            for r in self._running.values():
+                if not r.timed_out:
+                    if r.task.deadline <= now:
+                        r.timed_out = True
+                        r.ctx._cancel("timed_out")  # the broker sends CANCEL too; stop early
+                    else:
+                        wake = min(wake, r.task.deadline)
+            if self._draining:
+                wake = min(wake, drain_deadline)
+            timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+            events = dict(self._poller.poll(timeout_ms))
+            if self._sock in events:
+                for _ in range(10_000):
+                    try:
+                        msg = self._sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if not self._handle(msg):
+                        if self._stop_requested.is_set():
+                            self._close_abandoning()
+                            return
+                        if not self._reconnect("the broker sent DISCONNECT"):
+                            return
+                        break
+            if self._rfd in events:
+                self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        for item in self._take_outbox():
+            if item is None:
+                continue
+            kind, ctx = item[0], item[1]
+            r = self._running.get(ctx._key)
+            if r is None or r.ctx is not ctx or ctx.cancelled.is_set() and kind == "progress":
+                continue  # cancelled, timed out and cancelled, abandoned or returned
+            if kind == "progress":
+                self._send(b"PROGRESS", ctx._key[0], r.attempt_frame, item[2], item[3])
+            else:
+                cmd, fields = item[2]
+                del self._running[ctx._key]
+                self.stats[{b"DONE": "succeeded", b"FAIL": "failed", b"RETRY_LATER": "retry_later"}[cmd]] += 1
+                self._send(cmd, ctx._key[0], r.attempt_frame, *fields)
+
+    def _handle(self, msg: List[bytes]) -> bool:
+        """Handle one message; False on DISCONNECT."""
+        if len(msg) < 2 or msg[0] != H:
+            return True  # not for us (§3.4): ignore
+        cmd = msg[1]
+        self._last_rx = time.monotonic()
+        if cmd == b"DISCONNECT" and len(msg) == 2:
+            return False
+        self._backoff = BACKOFF_START  # any other message: our READY was accepted (§8.3)
+        self._registered.set()
+        if cmd == b"TASK" and len(msg) == 8:
+            self._on_task(msg)
+        elif cmd == b"CANCEL" and len(msg) == 5:
+            attempt = parse_number(msg[3], 1)
+            r = self._running.get((msg[2], attempt)) if attempt is not None else None
+            if r is not None and msg[4] in (b"cancelled", b"timed_out"):
+                del self._running[(msg[2], attempt)]
+                r.ctx._cancel(text(msg[4]))
+                if r.future is not None:
+                    r.future.cancel()
+                self.stats["cancelled"] += 1
+        elif cmd == b"WELCOME" and len(msg) == 4:
+            hb = parse_number(msg[2], 1, 3_600_000)
+            lv = parse_number(msg[3], 1, 1000)
+            if hb is not None and lv is not None:
+                self._hb, self._liveness = hb / 1000.0, lv
+                log.info("broker WELCOME: heartbeat %d ms x %d", hb, lv)
+        # HEARTBEAT, and commands we do not know: only a sign of life
+        return True
+
+    def _on_task(self, msg: List[bytes]) -> None:
+        tid, attempt_b, ttype, prio, tmo, payload = msg[2:8]
+        attempt = parse_number(attempt_b, 1)
+        timeout_ms = parse_number(tmo, 1, MAX_TIMEOUT_MS)
+        if (not is_task_id(tid) or attempt is None or timeout_ms is None or len(prio) != 1
+                or prio not in b"0123"):
+            return  # malformed: ignore (§3.4)
+        try:
+            type_s = check_type(ttype).decode()
+        except ValueError:
+            return
+        key = (tid, attempt)
+        if key in self._running:
+            return
+        if self._draining:
+            self._send(b"RETURN", tid, attempt_b)
+            self.stats["returned"] += 1
+            return
+        now = time.monotonic()
+        task = Task(id=tid.decode(), type=type_s, priority=int(prio), attempt=attempt, payload=payload,
+                    deadline=now + timeout_ms / 1000.0, timeout=timeout_ms / 1000.0)
+        ctx = TaskContext(self, key)
+        r = _Running(task, ctx, attempt_b)
+        self._running[key] = r
+        self.stats["tasks"] += 1
+        fn = self._handlers.get(type_s, self._fallback)
+        if fn is None:
+            self._post(("end", ctx, (b"FAIL", [f"this worker has no handler for task type {type_s!r}".encode()])))
+        elif inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+            r.future = asyncio.run_coroutine_threadsafe(self._run_async(fn, task, ctx), self._async_loop())
+        else:
+            self._pool.submit(self._run_sync, fn, task, ctx)
+
+    def _close_abandoning(self) -> None:
+        self._abandon_all("connection_lost")
+        self._sock.close(0)
+
+    def _leave(self) -> None:
+        self._flush_outbox()
+        for (tid, _), r in list(self._running.items()):
+            self._send(b"RETURN", tid, r.attempt_frame)
+            self.stats["returned"] += 1
+        self._abandon_all("shutdown")
+        self._send(b"DISCONNECT")
+        self._sock.close(linger=1000)  # let RETURN/DISCONNECT leave
+
+
+async def _await(aw: Any) -> Any:
+    return await aw
