@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        // Already in the graph through Hummingbird; used directly for token hashes (SHA-256).
+        .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.2.0"),
     ],
@@ -35,6 +37,11 @@ let package = Package(
             providers: [.apt(["libzmq3-dev"]), .brew(["zeromq"])]
         ),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"]),
+        // CURVE keys and allowlists, the ZAP handler, socket profiles per role.
+        .target(
+            name: "ConveyorTransport",
+            dependencies: ["ZeroMQ", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "ConveyorCore",
             dependencies: [
@@ -50,7 +57,7 @@ let package = Package(
         .target(
             name: "ConveyorBroker",
             dependencies: [
-                "ZeroMQ", "ConveyorCore", "ConveyorProtocol", "ConveyorJournal",
+                "ZeroMQ", "ConveyorTransport", "ConveyorCore", "ConveyorProtocol", "ConveyorJournal",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -58,19 +65,20 @@ let package = Package(
         .target(
             name: "ConveyorWorker",
             dependencies: [
-                "ZeroMQ", "ConveyorCore", "ConveyorProtocol",
+                "ZeroMQ", "ConveyorTransport", "ConveyorCore", "ConveyorProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         .target(
             name: "ConveyorClient",
-            dependencies: ["ZeroMQ", "ConveyorCore", "ConveyorProtocol"]
+            dependencies: ["ZeroMQ", "ConveyorTransport", "ConveyorCore", "ConveyorProtocol"]
         ),
         .target(
             name: "ConveyorGateway",
             dependencies: [
-                "ConveyorClient", "ConveyorCore", "ConveyorProtocol", "ZeroMQ",
+                "ConveyorClient", "ConveyorCore", "ConveyorProtocol", "ZeroMQ", "ConveyorTransport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -83,13 +91,14 @@ let package = Package(
             name: "conveyor",
             dependencies: [
                 "ConveyorBroker", "ConveyorWorker", "ConveyorClient", "ConveyorGateway", "ConveyorCore",
-                "ConveyorProtocol", "ZeroMQ",
+                "ConveyorProtocol", "ZeroMQ", "ConveyorTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
+        .testTarget(name: "ConveyorTransportTests", dependencies: ["ConveyorTransport", "ZeroMQ"]),
         .testTarget(name: "ConveyorCoreTests", dependencies: ["ConveyorCore"]),
         .testTarget(
             name: "ConveyorProtocolTests",
@@ -105,7 +114,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ConveyorClient", "ConveyorProtocol", "ConveyorCore", "ZeroMQ"]
+            dependencies: ["ConveyorClient", "ConveyorProtocol", "ConveyorCore", "ZeroMQ", "ConveyorTransport"]
         ),
     ]
 )

@@ -1,5 +1,7 @@
 import ConveyorCore
 import ConveyorProtocol
+import ConveyorTransport
+import Foundation
 import Histogram
 import Logging
 import Synchronization
@@ -18,7 +20,7 @@ public final class Broker: @unchecked Sendable {
     private let control = Mailbox<Control>()
     private let journal: (any TaskJournal)?
 
-    enum Control: Sendable { case stop }
+    enum Control: Sendable { case stop, reloadKeys }
 
     // Owned by the loop thread from `run()` on.
     private var clients: ZMQSocket!
@@ -38,6 +40,13 @@ public final class Broker: @unchecked Sendable {
     private var nextCompaction: Timestamp = 0
     private var running = true
     private var bound: (clients: String, workers: String, events: String) = ("", "", "")
+    // CURVE: the allowlists, the ZAP handler, and whose key each worker connection is.
+    private var keys: CurveDirectory?
+    private var zap: ZAPHandler?
+    private var workerKeys: [PeerID: String] = [:]
+    private var revokedPeers: Set<[UInt8]> = []
+    private var authRevoked = 0
+    private var nextAllowlistReload: Timestamp = 0
 
     /// - Parameter journal: nil for memory-only operation.
     public init(config: BrokerConfig, context: ZMQContext, journal: (any TaskJournal)?, logger: Logger, clock: any Clock = SystemClock()) {
@@ -53,10 +62,31 @@ public final class Broker: @unchecked Sendable {
     /// Binds the endpoints and replays the journal. Returns the endpoints as
     /// bound (a `*` port resolved), which is what tests and `conveyor up` print.
     public func start() throws -> (clients: String, workers: String, events: String) {
-        clients = try makeRouter(config.clientsEndpoint)
-        workers = try makeRouter(config.workersEndpoint)
-        let pub = try context.socket(.xpub)
-        try pub.setSendHighWaterMark(100_000)
+        var security: (PeerRole) -> SocketProfile.Security = { _ in .none }
+        if let dir = config.curveDirectory {
+            guard ZMQCurve.isAvailable else { throw BrokerError("this libzmq was built without CURVE: --curve-dir needs libzmq with libsodium (Debian's libzmq5 has it)") }
+            let k = try CurveDirectory(path: dir, serverName: "broker")
+            // The handler must answer before any CURVE socket binds: without
+            // one, libzmq admits any client that knows the broker's public key.
+            let handler = ZAPHandler(context: context, directory: k, logger: logger)
+            try handler.start()
+            keys = k
+            zap = handler
+            let secret = k.serverCertificate.secretKey ?? ""
+            security = { .curveServer(secretKey: secret, zapDomain: $0.zapDomain) }
+            let snap = k.snapshot
+            logger.info("CURVE on", metadata: [
+                "dir": "\(dir)", "broker_key": "\(k.serverCertificate.publicKey)",
+                "clients": "\(snap.allowed[.client]?.count ?? 0)", "workers": "\(snap.allowed[.worker]?.count ?? 0)",
+                "subscribers": "\(snap.allowed[.subscriber]?.count ?? 0)", "admins": "\(snap.admins.count)",
+            ])
+        }
+        let maxMessage = Int64(config.scheduler.maxPayloadBytes + 64 * 1024)
+        clients = try context.socket(SocketRoles.brokerRouter(maxMessageSize: maxMessage, security: security(.client)))
+        try clients.bind(config.clientsEndpoint)
+        workers = try context.socket(SocketRoles.brokerRouter(maxMessageSize: maxMessage, security: security(.worker)))
+        try workers.bind(config.workersEndpoint)
+        let pub = try context.socket(SocketRoles.eventPublisher(security: security(.subscriber)))
         try pub.bind(config.eventsEndpoint)
         events = EventPublisher(socket: pub)
         bound = (try clients.lastEndpoint(), try workers.lastEndpoint(), try pub.lastEndpoint())
@@ -96,20 +126,11 @@ public final class Broker: @unchecked Sendable {
         return bound
     }
 
-    /// A ROUTER that fails sends to unknown peers (instead of dropping them)
-    /// and refuses oversized messages from hostile ones.
-    private func makeRouter(_ endpoint: String) throws -> ZMQSocket {
-        let s = try context.socket(.router)
-        try s.setRouterMandatory()
-        try s.setMaxMessageSize(Int64(config.scheduler.maxPayloadBytes + 64 * 1024))
-        try s.setSendHighWaterMark(100_000)
-        try s.setReceiveHighWaterMark(100_000)
-        try s.bind(endpoint)
-        return s
-    }
-
     /// Asks the loop to stop; safe from any thread (e.g. a signal handler's queue).
     public func requestStop() { control.post(.stop) }
+
+    /// Asks the loop to re-read the CURVE allowlists now (SIGHUP); safe from any thread.
+    public func requestKeyReload() { control.post(.reloadKeys) }
 
     /// Runs the loop until `requestStop()`. Call `start()` first, on the same thread.
     public func run() throws {
@@ -123,7 +144,14 @@ public final class Broker: @unchecked Sendable {
             if ready[iWorkers] { drain(workers, handleWorker) }
             if ready[iClients] { drain(clients, handleClient) }
             if ready[iEvents] { events.readSubscriptions() }
-            if ready[iControl] { for c in control.drain() where c == .stop { beginShutdown() } }
+            if ready[iControl] {
+                for c in control.drain() {
+                    switch c {
+                    case .stop: beginShutdown()
+                    case .reloadKeys: reloadAllowlists()
+                    }
+                }
+            }
             let now = clock.now()
             scheduler.setWallClock(clock.wallNow(), at: now)
             scheduler.tick(now: now)
@@ -136,16 +164,44 @@ public final class Broker: @unchecked Sendable {
 
     // MARK: Handle
 
-    private func drain(_ socket: ZMQSocket, _ handle: ([[UInt8]], Timestamp) -> Void) {
+    private func drain(_ socket: ZMQSocket, _ handle: ([[UInt8]], Timestamp, String) -> Void) {
         let now = clock.now()
-        do { try socket.receiveWaiting(limit: 512) { handle($0, now) } } catch {
+        do {
+            if keys == nil {
+                try socket.receiveWaiting(limit: 512) { handle($0, now, "") }
+            } else {
+                try socket.receiveWaitingWithUserID(limit: 512) { handle($0, now, $1) }
+            }
+        } catch {
             if error.isTerminated { running = false }
         }
     }
 
-    private func handleClient(_ frames: [[UInt8]], _ now: Timestamp) {
+    /// Who sent a client message: with CURVE, the key the ZAP handler let in
+    /// (admins see every task); without, everyone sees everything, as before.
+    struct Caller {
+        let key: String?
+        let isAdmin: Bool
+        var owner: String? { key.map { "key:" + $0 } }
+        func owns(_ t: TaskRecord) -> Bool { isAdmin || (owner != nil && t.owner == owner) }
+    }
+
+    /// False (and the message is answered `forbidden`) when the key was revoked
+    /// after its connection was made: identity is the key, checked per message.
+    private func stillAllowed(_ peer: [UInt8], _ userID: String, as role: PeerRole) -> Bool {
+        guard let keys else { return true }
+        if keys.permits(userID, as: role) { return true }
+        if revokedPeers.insert(peer).inserted {
+            authRevoked += 1
+            logger.warning("message from a revoked key refused", metadata: ["endpoint": "\(role.rawValue)", "key": "\(userID)"])
+        }
+        return false
+    }
+
+    private func handleClient(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
         guard frames.count >= 2 else { malformed += 1; return }
         let peer = frames[0]
+        let caller = Caller(key: userID.isEmpty ? nil : userID, isAdmin: keys.map { $0.isAdmin(userID) } ?? true)
         let request: ClientRequest
         do {
             request = try ClientRequest.decode(Array(frames[1...]))
@@ -162,8 +218,19 @@ public final class Broker: @unchecked Sendable {
             }
             return
         }
+        guard stillAllowed(peer, userID, as: .client) else {
+            if case .submit = request {
+                reply(peer, .rejected(requestID: request.requestID, code: "forbidden", message: "this key is no longer allowed"))
+            } else {
+                reply(peer, .error(requestID: request.requestID, code: "forbidden", message: "this key is no longer allowed"))
+            }
+            return
+        }
         switch request {
-        case .submit(let rid, let spec):
+        case .submit(let rid, var spec):
+            // A task belongs to the key that submitted it; an admin (the gateway)
+            // may name the owner, e.g. the HTTP token it came with.
+            if keys != nil && !(caller.isAdmin && spec.owner != nil) { spec.owner = caller.owner }
             scheduler.setWallClock(clock.wallNow(), at: now)
             switch scheduler.submit(spec, from: intern(peer), now: now) {
             case .success(let a):
@@ -175,13 +242,17 @@ public final class Broker: @unchecked Sendable {
                 reply(peer, .rejected(requestID: rid, code: r.code, message: r.message))
             }
         case .status(let rid, let id):
-            if let t = scheduler.task(id) ?? (try? journal?.lookup(id)) ?? nil {
+            if let t = scheduler.task(id) ?? (try? journal?.lookup(id)) ?? nil, caller.owns(t) {
                 reply(peer, .status(requestID: rid, json: TaskJSON.status(
                     t, position: scheduler.queuePosition(of: id, now: now), waitingFor: scheduler.waitingFor(id, now: now))))
             } else {
                 reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
             }
         case .cancel(let rid, let id):
+            if let t = scheduler.task(id), !caller.owns(t) {
+                reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
+                return
+            }
             switch scheduler.cancel(id, now: now) {
             case .success(let previous):
                 logger.info("task cancelled", metadata: ["task": "\(id)", "was": "\(previous.rawValue)"])
@@ -194,21 +265,26 @@ public final class Broker: @unchecked Sendable {
         case .stats(let rid):
             reply(peer, .stats(requestID: rid, json: statsJSON(now)))
         case .tasks(let rid, let limit):
-            let runningJSON = scheduler.runningTasks.prefix(limit).map { TaskJSON.status($0, position: nil) }
-            let queued = scheduler.queuedInOrder(limit: limit, now: now)
-            let queuedJSON = queued.enumerated().map {
-                TaskJSON.status($1, position: $0, waitingFor: scheduler.waitingFor($1.id, now: now))
+            // Another client's tasks are not listed; positions stay the true ones.
+            let runningJSON = scheduler.runningTasks.filter(caller.owns).prefix(limit).map { TaskJSON.status($0, position: nil) }
+            let queued = scheduler.queuedInOrder(limit: caller.isAdmin ? limit : ClientRequest.maxTasksLimit, now: now)
+            var queuedJSON: [[UInt8]] = []
+            for (position, t) in queued.enumerated() where caller.owns(t) {
+                if queuedJSON.count == limit { break }
+                queuedJSON.append(TaskJSON.status(t, position: position, waitingFor: scheduler.waitingFor(t.id, now: now)))
             }
             var w = JSONWriter()
-            w.field("running", raw: JSONWriter.array(runningJSON))
-            w.field("queued", raw: JSONWriter.array(queuedJSON))
+            w.field("running", raw: JSONWriter.array(Array(runningJSON)))
+            w.field("queued", raw: JSONWriter.array(Array(queuedJSON)))
             w.field("queue_size", scheduler.queueSize)
             reply(peer, .tasks(requestID: rid, json: w.finish()))
         case .ping(let rid):
             reply(peer, .pong(requestID: rid))
         case .dead(let rid, let action):
+            guard caller.isAdmin else { return reply(peer, .error(requestID: rid, code: "forbidden", message: "dead letters need an admin key")) }
             handleDead(peer, rid, action, now)
         case .type(let rid, let action, let type):
+            guard caller.isAdmin else { return reply(peer, .error(requestID: rid, code: "forbidden", message: "pausing a type needs an admin key")) }
             let changed = action == .pause ? scheduler.pause(type: type) : scheduler.resume(type: type)
             if changed { logger.notice("type \(action == .pause ? "paused" : "resumed")", metadata: ["type": "\(type)"]) }
             var w = JSONWriter()
@@ -248,9 +324,16 @@ public final class Broker: @unchecked Sendable {
         }
     }
 
-    private func handleWorker(_ frames: [[UInt8]], _ now: Timestamp) {
+    private func handleWorker(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
         guard frames.count >= 2 else { malformed += 1; return }
         let peer = PeerID(frames[0])
+        guard stillAllowed(frames[0], userID, as: .worker) else {
+            // A revoked worker loses its connection and its tasks go elsewhere.
+            if scheduler.worker(peer) != nil { scheduler.workerGone(peer, reason: "key revoked", now: now) }
+            workerKeys[peer] = nil
+            sendToWorker(peer, .disconnect)
+            return
+        }
         let message: WorkerMessage
         do {
             message = try WorkerMessage.decode(Array(frames[1...]))
@@ -263,6 +346,7 @@ public final class Broker: @unchecked Sendable {
         }
         if case .ready(let name, let types, let capacity) = message {
             scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
+            if !userID.isEmpty { workerKeys[peer] = userID }
             logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
             return
         }
@@ -282,7 +366,28 @@ public final class Broker: @unchecked Sendable {
         case .drain: scheduler.drain(worker: peer)
         case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
         case .retryLater(let id, let a, let ms): scheduler.retryLater(id, attempt: a, afterMs: ms, from: peer, now: now)
-        case .disconnect: scheduler.workerGone(peer, reason: "disconnected", now: now)
+        case .disconnect:
+            scheduler.workerGone(peer, reason: "disconnected", now: now)
+            workerKeys[peer] = nil
+        }
+    }
+
+    /// Re-reads the allowlists; a worker whose key is gone is disconnected at
+    /// once and its tasks reassigned (clients are refused from their next message).
+    private func reloadAllowlists() {
+        guard let keys else { return }
+        workerKeys = workerKeys.filter { scheduler.worker($0.key) != nil }
+        let r = keys.reload()
+        if let e = r.error { logger.error("cannot re-read the CURVE allowlists; keeping the previous ones", metadata: ["error": "\(e)"]) }
+        for g in r.added { logger.notice("key allowed", metadata: ["grant": "\(g)"]) }
+        for g in r.revoked { logger.warning("key revoked", metadata: ["grant": "\(g)"]) }
+        guard !r.revoked.isEmpty else { return }
+        let now = clock.now()
+        for (peer, key) in workerKeys where !keys.permits(key, as: .worker) {
+            if revokedPeers.insert(peer.bytes).inserted { authRevoked += 1 }
+            scheduler.workerGone(peer, reason: "key revoked", now: now)
+            sendToWorker(peer, .disconnect)
+            workerKeys[peer] = nil
         }
     }
 
@@ -314,6 +419,10 @@ public final class Broker: @unchecked Sendable {
         if now >= nextHeartbeat {
             for w in scheduler.allWorkers { sendToWorker(w.peer, .heartbeat) }
             nextHeartbeat = now + config.scheduler.heartbeatIntervalMs * 1000
+        }
+        if keys != nil, now >= nextAllowlistReload {
+            if nextAllowlistReload != 0 { reloadAllowlists() }
+            nextAllowlistReload = now + config.allowlistReloadMs * 1000
         }
         if now >= nextStats {
             if events.wants("stats") { events.publish("stats", statsJSON(now)) }
@@ -508,6 +617,8 @@ public final class Broker: @unchecked Sendable {
         w.field("undeliverable_messages", undeliverable)
         w.field("dead_letters", scheduler.deadLetterCount)
         w.field("tasks_rate_limited", c.rateLimited)
+        w.field("auth_failures", zap?.authFailures ?? 0)
+        w.field("auth_revoked", authRevoked)
         w.beginObject("types")
         for ts in scheduler.typeStats(now: now) { TaskJSON.typeStats(ts, into: &w) }
         w.endObject()
@@ -543,6 +654,7 @@ public final class Broker: @unchecked Sendable {
         clients.close()
         workers.close()
         events.socket.close()
+        zap?.stop()
         logger.info("broker stopped")
     }
 }

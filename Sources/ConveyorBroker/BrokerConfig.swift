@@ -1,5 +1,6 @@
 import ConveyorCore
 import ConveyorJournal
+import ConveyorTransport
 
 /// Everything the broker process is told at start. The CLI fills it from
 /// flags and environment variables.
@@ -11,6 +12,10 @@ public struct BrokerConfig: Sendable {
     /// How often the `stats` event is published.
     public var statsIntervalMs: Int64 = 1000
     public var journal: JournalConfig = .init()
+    /// The CURVE key directory (`--curve-dir`): nil = plaintext (loopback only, or `--insecure`).
+    public var curveDirectory: String?
+    /// How often the allowlists are re-read for revocations (also on SIGHUP).
+    public var allowlistReloadMs: Int64 = 5000
 
     public init() {}
 }

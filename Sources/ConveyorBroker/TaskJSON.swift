@@ -36,6 +36,7 @@ enum TaskJSON {
         }
         if let e = d?.error, t.state != .succeeded { w.field("error", e) }
         w.field("dead", d?.dead ?? false)
+        if let owner = t.owner { w.field("owner", owner) }
         return w.finish()
     }
 

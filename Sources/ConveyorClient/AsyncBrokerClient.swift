@@ -1,8 +1,8 @@
 import ConveyorCore
 import ConveyorProtocol
-import CZeroMQ
 import Foundation
 import Synchronization
+import ConveyorTransport
 import ZeroMQ
 #if canImport(Glibc)
 import Glibc
@@ -80,6 +80,10 @@ public final class AsyncBrokerClient: Sendable {
         public var timeoutMs: Int = 5000
         /// Largest inbound frame accepted (per proto §11).
         public var maxMessageSize: Int64 = 64 * 1024 * 1024
+        /// CURVE for the connection to the broker and the event subscription.
+        public var security: SocketProfile.Security = .none
+        /// CURVE for the republisher (a server: its context needs a running `ZAPHandler`).
+        public var eventsOutSecurity: SocketProfile.Security = .none
 
         public init(endpoint: String, eventsEndpoint: String? = nil, eventsOutEndpoint: String? = nil) {
             self.endpoint = endpoint
@@ -160,7 +164,7 @@ public final class AsyncBrokerClient: Sendable {
         let frames = make(Self.requestID(id)).encode()
         let timeout = timeoutMs ?? configuration.timeoutMs
         let mailbox = self.mailbox
-        if stopRequested.load(ordering: .relaxed) { throw ClientError.transport(ZMQError(errno: ETERM, operation: "client stopped")) }
+        if stopRequested.load(ordering: .relaxed) { throw ClientError.transport(ZMQError.terminated("client stopped")) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<ClientReply, any Error>) in
                 mailbox.post(.call(id: id, frames: frames, timeoutMs: timeout, continuation: c))
@@ -310,30 +314,22 @@ private final class EventLoop {
         self.registry = registry
         var ds: [ZMQSocket] = []
         for _ in 0..<max(1, configuration.sockets) {
-            let d = try context.socket(.dealer)
-            try d.setImmediate()
-            try d.setMaxMessageSize(configuration.maxMessageSize)
-            try d.setSendHighWaterMark(100_000)
-            try d.setReceiveHighWaterMark(100_000)
-            try d.setReconnectInterval(ms: 100, maxMs: 1000)
+            let d = try context.socket(SocketRoles.clientDealer(
+                security: configuration.security, immediate: true, maxMessageSize: configuration.maxMessageSize))
             try d.connect(configuration.endpoint)
             ds.append(d)
         }
         dealers = ds
         if let e = configuration.eventsEndpoint {
-            let s = try context.socket(.sub)
-            try s.setReceiveHighWaterMark(100_000)
-            try s.setReconnectInterval(ms: 100, maxMs: 1000)
-            try s.setMaxMessageSize(configuration.maxMessageSize)
+            let s = try context.socket(SocketRoles.subscriber(
+                security: configuration.security, topics: configuration.topics, maxMessageSize: configuration.maxMessageSize))
             try s.connect(e)
-            for t in configuration.topics { try s.subscribe(t) }
             sub = s
         } else {
             sub = nil
         }
         if let out = configuration.eventsOutEndpoint {
-            let x = try context.socket(.xpub)
-            try x.setSendHighWaterMark(100_000)
+            let x = try context.socket(SocketRoles.eventPublisher(security: configuration.eventsOutSecurity))
             try x.bind(out)
             xpub = x
             xpubBound = try x.lastEndpoint()
@@ -367,7 +363,7 @@ private final class EventLoop {
         }
         let left = pending
         pending = [:]
-        for p in left.values { p.continuation.resume(throwing: ClientError.transport(ZMQError(errno: ETERM, operation: "client stopped"))) }
+        for p in left.values { p.continuation.resume(throwing: ClientError.transport(ZMQError.terminated("client stopped"))) }
         for d in dealers { d.close() }
         sub?.close()
         xpub?.close()
@@ -390,7 +386,7 @@ private final class EventLoop {
                 return
             }
             guard running else {
-                continuation.resume(throwing: ClientError.transport(ZMQError(errno: ETERM, operation: "client stopped")))
+                continuation.resume(throwing: ClientError.transport(ZMQError.terminated("client stopped")))
                 return
             }
             var lastError: ZMQError?
@@ -462,7 +458,7 @@ private final class EventLoop {
             if op == 1 {
                 try? s.subscribe(prefix)
             } else if op == 0 {
-                try? s.setOption(7 /* ZMQ_UNSUBSCRIBE */, bytes: prefix)
+                try? s.unsubscribe(prefix)
             }
         }
     }

@@ -1,5 +1,6 @@
 import ConveyorCore
 import ConveyorProtocol
+import ConveyorTransport
 import ZeroMQ
 #if canImport(Glibc)
 import Glibc
@@ -34,12 +35,9 @@ public final class BrokerClient {
     private var notifications: [ClientReply] = []
     private var replies: [[UInt8]: ClientReply] = [:]
 
-    public init(context: ZMQContext, endpoint: String) throws {
+    public init(context: ZMQContext, endpoint: String, security: SocketProfile.Security = .none) throws {
         self.endpoint = endpoint
-        socket = try context.socket(.dealer)
-        try socket.setMaxMessageSize(64 * 1024 * 1024)
-        try socket.setSendHighWaterMark(100_000)
-        try socket.setReceiveHighWaterMark(100_000)
+        socket = try context.socket(SocketRoles.clientDealer(security: security))
         try socket.connect(endpoint)
     }
 

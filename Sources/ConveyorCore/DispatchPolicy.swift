@@ -1,5 +1,13 @@
 import DequeModule
 
+/// What the policy needs to know about the tasks in the queue's entries:
+/// whether an entry is still live (cancel is lazy) and, for aging, since when
+/// the task has been waiting. The scheduler's task table answers it.
+public protocol QueuedTasks {
+    func isQueued(_ id: TaskID) -> Bool
+    func waitingSince(_ id: TaskID) -> Timestamp
+}
+
 /// The one place that decides what a queued task's turn is: dispatch, the
 /// TASKS listing and `queue_position` all ask this type, so they cannot
 /// disagree. It owns *ordering* (priority, and aging when enabled: a task
@@ -44,8 +52,10 @@ public struct DispatchPolicy: Sendable {
         return steps >= Int64(ReadyQueue.levels - 1 - level) ? ReadyQueue.levels - 1 : level + Int(steps)
     }
 
-    public func rank(_ e: ReadyQueue.Entry, level: Int, now: Timestamp) -> Rank {
-        Rank(level: effectiveLevel(level, since: e.since, now: now), order: e.order)
+    /// Where an entry stands now; the waiting time is looked up only when aging is on.
+    public func rank(_ e: ReadyQueue.Entry, level: Int, now: Timestamp, tasks: some QueuedTasks) -> Rank {
+        guard !isStrict else { return Rank(level: level, order: e.order) }
+        return Rank(level: effectiveLevel(level, since: tasks.waitingSince(e.id), now: now), order: e.order)
     }
 
     /// The task to dispatch next: the best-ranked live lane head among the
@@ -53,7 +63,7 @@ public struct DispatchPolicy: Sendable {
     /// the type). Eligibility is asked only of heads that would win, so a
     /// junk-free queue pays one dictionary look-up per candidate type.
     public mutating func next(
-        from queue: inout ReadyQueue, now: Timestamp, isLive: (TaskID) -> Bool, accepts: (String) -> Bool
+        from queue: inout ReadyQueue, now: Timestamp, tasks: some QueuedTasks, accepts: (String) -> Bool
     ) -> (type: String, priority: Priority, entry: ReadyQueue.Entry)? {
         var best: (type: String, level: Int, entry: ReadyQueue.Entry, rank: Rank)?
         var verdict: [String: Bool] = [:]
@@ -62,8 +72,8 @@ public struct DispatchPolicy: Sendable {
             if isStrict, best != nil { break }
             if queue.count(Priority(rawValue: UInt8(level))!) == 0 { continue }
             for t in queue.types {
-                guard let head = queue.liveHead(type: t, level: level, isLive: isLive) else { continue }
-                let r = rank(head, level: level, now: now)
+                guard let head = queue.liveHead(type: t, level: level, isLive: tasks.isQueued) else { continue }
+                let r = rank(head, level: level, now: now, tasks: tasks)
                 if let b = best, !r.precedes(b.rank) { continue }
                 let ok: Bool
                 if let v = verdict[t] { ok = v } else {
@@ -80,7 +90,7 @@ public struct DispatchPolicy: Sendable {
     /// Queued task ids in the order the policy would dispatch them, at most
     /// `limit`: the first `limit` of each lane, ranked. Tasks of a paused or
     /// held type come after every task that can run.
-    public func listing(_ queue: ReadyQueue, now: Timestamp, isLive: (TaskID) -> Bool, limit: Int) -> [TaskID] {
+    public func listing(_ queue: ReadyQueue, now: Timestamp, tasks: some QueuedTasks, limit: Int) -> [TaskID] {
         guard limit > 0 else { return [] }
         var candidates: [(parked: Bool, rank: Rank, id: TaskID)] = []
         for t in queue.types {
@@ -88,9 +98,9 @@ public struct DispatchPolicy: Sendable {
             for level in 0..<ReadyQueue.levels {
                 guard queue.count(type: t, level: level) > 0, let lane = queue.lane(type: t, level: level) else { continue }
                 var taken = 0
-                for e in lane where isLive(e.id) {
+                for e in lane where tasks.isQueued(e.id) {
                     if taken == limit { break }
-                    candidates.append((parked, rank(e, level: level, now: now), e.id))
+                    candidates.append((parked, rank(e, level: level, now: now, tasks: tasks), e.id))
                     taken += 1
                 }
             }
@@ -106,7 +116,7 @@ public struct DispatchPolicy: Sendable {
     /// A lane whose last entry ranks ahead counts whole and one whose first
     /// does not counts nothing, so the cost is O(types × levels) plus the
     /// entries scanned in the one or two lanes that straddle the task.
-    public func position(type: String, own: Rank, ownID: TaskID?, in queue: ReadyQueue, now: Timestamp, isLive: (TaskID) -> Bool) -> Int {
+    public func position(type: String, own: Rank, ownID: TaskID?, in queue: ReadyQueue, now: Timestamp, tasks: some QueuedTasks) -> Int {
         let ownParked = isParked(type, now: now)
         var n = 0
         for t in queue.types {
@@ -121,11 +131,11 @@ public struct DispatchPolicy: Sendable {
                 }
                 // Every entry of a lane above the task's effective level ranks ahead.
                 if level > own.level { n += live; continue }
-                if let last = lane.last, last.id != ownID, rank(last, level: level, now: now).precedes(own) { n += live; continue }
-                guard let first = lane.first, rank(first, level: level, now: now).precedes(own) else { continue }
+                if let last = lane.last, last.id != ownID, rank(last, level: level, now: now, tasks: tasks).precedes(own) { n += live; continue }
+                guard let first = lane.first, rank(first, level: level, now: now, tasks: tasks).precedes(own) else { continue }
                 for e in lane {
-                    if e.id == ownID || !rank(e, level: level, now: now).precedes(own) { break }
-                    if isLive(e.id) { n += 1 }
+                    if e.id == ownID || !rank(e, level: level, now: now, tasks: tasks).precedes(own) { break }
+                    if tasks.isQueued(e.id) { n += 1 }
                 }
             }
         }

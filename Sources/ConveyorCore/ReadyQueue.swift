@@ -20,8 +20,6 @@ public struct ReadyQueue: Sendable {
         /// Position key: smaller = joined earlier (or put back in front).
         public let order: UInt64
         public let id: TaskID
-        /// Monotonic time it started waiting, for aging.
-        public let since: Timestamp
     }
 
     /// Number of priority levels; index = `Priority.rawValue`.
@@ -54,15 +52,15 @@ public struct ReadyQueue: Sendable {
     public var nextTailOrder: UInt64 { nextTail }
 
     /// Adds a task at the tail of its level (submitted, or came due).
-    public mutating func append(_ id: TaskID, type: String, priority: Priority, since: Timestamp) {
-        insert(Entry(order: nextTail, id: id, since: since), type: type, level: Int(priority.rawValue), atHead: false)
+    public mutating func append(_ id: TaskID, type: String, priority: Priority) {
+        insert(Entry(order: nextTail, id: id), type: type, level: Int(priority.rawValue), atHead: false)
         nextTail &+= 1
     }
 
     /// Puts a task back in front of its level, ahead of every type's tasks
     /// (a lost worker's task, or a returned one).
-    public mutating func prepend(_ id: TaskID, type: String, priority: Priority, since: Timestamp) {
-        insert(Entry(order: nextHead, id: id, since: since), type: type, level: Int(priority.rawValue), atHead: true)
+    public mutating func prepend(_ id: TaskID, type: String, priority: Priority) {
+        insert(Entry(order: nextHead, id: id), type: type, level: Int(priority.rawValue), atHead: true)
         nextHead &-= 1
     }
 

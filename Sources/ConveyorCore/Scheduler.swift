@@ -69,6 +69,19 @@ public struct Scheduler: Sendable {
 
     // MARK: Reading
 
+    /// The task table as the policy sees it.
+    struct Table: QueuedTasks {
+        let tasks: [TaskID: TaskRecord]
+        func isQueued(_ id: TaskID) -> Bool { tasks[id]?.state == .queued }
+        /// A task put back at the head keeps the waiting time it had before its dispatch.
+        func waitingSince(_ id: TaskID) -> Timestamp {
+            guard let t = tasks[id] else { return 0 }
+            return t.details?.queuedSince ?? t.readyAt
+        }
+    }
+
+    var table: Table { Table(tasks: tasks) }
+
     public func task(_ id: TaskID) -> TaskRecord? { tasks[id] }
     public func worker(_ peer: PeerID) -> WorkerRecord? { workers[peer] }
     public var allWorkers: Dictionary<PeerID, WorkerRecord>.Values { workers.values }
@@ -80,7 +93,7 @@ public struct Scheduler: Sendable {
 
     /// Queued tasks in the policy's dispatch order, at most `limit`.
     public func queuedInOrder(limit: Int, now: Timestamp) -> [TaskRecord] {
-        policy.listing(queue, now: now, isLive: { tasks[$0]?.state == .queued }, limit: limit).compactMap { tasks[$0] }
+        policy.listing(queue, now: now, tasks: table, limit: limit).compactMap { tasks[$0] }
     }
 
     public var runningTasks: [TaskRecord] {
@@ -93,8 +106,8 @@ public struct Scheduler: Sendable {
         guard let t = tasks[id], t.state == .queued else { return nil }
         let level = Int(t.priority.rawValue)
         guard let entry = queue.lane(type: t.type, level: level)?.first(where: { $0.id == id }) else { return nil }
-        return policy.position(type: t.type, own: policy.rank(entry, level: level, now: now), ownID: id, in: queue, now: now,
-                               isLive: { tasks[$0]?.state == .queued })
+        return policy.position(type: t.type, own: policy.rank(entry, level: level, now: now, tasks: table), ownID: id, in: queue, now: now,
+                               tasks: table)
     }
 
     /// Why a queued task is not running yet, or nil if it is not queued.
@@ -156,7 +169,7 @@ public struct Scheduler: Sendable {
 
     public mutating func submit(_ spec: TaskSpec, from client: PeerID?, now: Timestamp) -> Result<Accepted, Rejection> {
         guard isAcceptingTasks else { return .failure(.shuttingDown) }
-        if let key = spec.idempotencyKey, let existing = idempotency[key], let t = tasks[existing] {
+        if let key = spec.idempotencyKey, let existing = idempotency[Self.scoped(key, spec.owner)], let t = tasks[existing] {
             return .success(Accepted(id: t.id, position: queuePosition(of: t.id, now: now) ?? -1, duplicate: true, state: t.state))
         }
         if let allowed = config.allowedTypes, !allowed.contains(spec.type) {
@@ -181,6 +194,7 @@ public struct Scheduler: Sendable {
             timeoutMs: spec.timeoutMs ?? config.defaultTimeoutMs, maxAttempts: max(1, spec.maxAttempts),
             state: isDelayed ? .delayed : .queued, submitter: client
         )
+        record.ownerIndex = OwnerNames.shared.index(spec.owner)
         nextSeq += 1
         if spec.idempotencyKey != nil || spec.backoffMs != 1000 || spec.backoffMaxMs != 300_000 || isDelayed {
             let d = record.detailsForWriting()
@@ -189,7 +203,7 @@ public struct Scheduler: Sendable {
             d.backoffMaxMs = spec.backoffMaxMs
             d.runAt = isDelayed ? runAt : nil
         }
-        if let key = spec.idempotencyKey { idempotency[key] = id }
+        if let key = spec.idempotencyKey { idempotency[Self.scoped(key, spec.owner)] = id }
         record.readyAt = now
         counters.submitted += 1
         tasks[id] = record
@@ -200,7 +214,7 @@ public struct Scheduler: Sendable {
             return .success(Accepted(id: id, position: -1, duplicate: false, state: .delayed))
         }
         let position = positionOfNewTail(type: record.type, priority: record.priority, now: now)
-        queue.append(id, type: record.type, priority: record.priority, since: now)
+        queue.append(id, type: record.type, priority: record.priority)
         outbox.append(.event(.queued(id, position: position)))
         return .success(Accepted(id: id, position: position, duplicate: false, state: .queued))
     }
@@ -208,7 +222,7 @@ public struct Scheduler: Sendable {
     /// Where a task appended now at `priority` would stand.
     private func positionOfNewTail(type: String, priority: Priority, now: Timestamp) -> Int {
         let own = DispatchPolicy.Rank(level: Int(priority.rawValue), order: queue.nextTailOrder)
-        return policy.position(type: type, own: own, ownID: nil, in: queue, now: now, isLive: { tasks[$0]?.state == .queued })
+        return policy.position(type: type, own: own, ownID: nil, in: queue, now: now, tasks: table)
     }
 
     public enum CancelError: Error, Equatable, Sendable {
@@ -375,7 +389,8 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         counters.deadRetried += 1
-        queue.append(id, type: t.type, priority: t.priority, since: now)
+        t.details?.queuedSince = nil
+        queue.append(id, type: t.type, priority: t.priority)
         outbox.append(.event(.deadRetried(id)))
         return .success(())
     }
@@ -401,19 +416,21 @@ public struct Scheduler: Sendable {
         while running < config.maxRunning && !queue.isEmpty {
             let free = workers.values.filter { $0.freeSlots > 0 }
             if free.isEmpty { return }
-            let tasks = self.tasks
+            // A temporary view: it must not outlive this statement, or the
+            // mutation of `tasks` in `start` would copy the whole table.
             guard let pick = policy.next(
                 from: &queue, now: now,
-                isLive: { tasks[$0]?.state == .queued },
+                tasks: Table(tasks: tasks),
                 accepts: { type in free.contains { $0.accepts(type) } }
             ) else { return }
             guard let w = free.filter({ $0.accepts(pick.type) }).min(by: { $0.lastUsed < $1.lastUsed }) else { return }
             queue.removeHead(type: pick.type, priority: pick.priority)
-            start(pick.entry.id, on: w.peer, since: pick.entry.since, now: now)
+            start(pick.entry.id, on: w.peer, now: now)
         }
     }
 
-    private mutating func start(_ id: TaskID, on peer: PeerID, since: Timestamp, now: Timestamp) {
+    private mutating func start(_ id: TaskID, on peer: PeerID, now: Timestamp) {
+        let since = table.waitingSince(id)
         guard var t = tasks[id], var w = workers[peer] else { return }
         // Saturating: a hostile RETURN loop must not trap the broker.
         t.attempt = t.attempt == .max ? .max : t.attempt + 1
@@ -456,7 +473,8 @@ public struct Scheduler: Sendable {
             tasks[top.id]?.state = .queued
             tasks[top.id]?.readyAt = now
             t.details?.runAt = nil
-            queue.append(t.id, type: t.type, priority: t.priority, since: now)
+            t.details?.queuedSince = nil
+            queue.append(t.id, type: t.type, priority: t.priority)
             outbox.append(.event(.due(t.id)))
         }
         for type in policy.expireHolds(now: now) { outbox.append(.event(.typeReleased(type: type))) }
@@ -495,12 +513,13 @@ public struct Scheduler: Sendable {
         let now = wallNow - wallOffset
         r.readyAt = now
         nextSeq = max(nextSeq, r.seq + 1)
-        if let key = idempotencyKey { idempotency[key] = r.id }
+        if let key = idempotencyKey { idempotency[Self.scoped(key, r.owner)] = r.id }
         switch r.state {
         case .running, .queued:
             r.state = .queued
             tasks[r.id] = r
-            queue.append(r.id, type: r.type, priority: r.priority, since: now)
+            r.details?.queuedSince = nil
+            queue.append(r.id, type: r.type, priority: r.priority)
         case .delayed:
             // `tick` only releases a delayed task whose `runAt` matches its heap
             // entry, so a record without one must get it, or it never comes due.
@@ -550,8 +569,8 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         t.details?.worker = nil
-        // It keeps the waiting time it had before its dispatch, for aging.
-        queue.prepend(id, type: t.type, priority: t.priority, since: min(t.details?.queuedSince ?? now, now))
+        // It keeps the waiting time it had before its dispatch (details.queuedSince), for aging.
+        queue.prepend(id, type: t.type, priority: t.priority)
     }
 
     /// Frees the running slot a task held; tells its worker to stop if `reason` is set.
@@ -612,7 +631,13 @@ public struct Scheduler: Sendable {
     private mutating func forgetTask(_ id: TaskID) {
         guard let t = tasks.removeValue(forKey: id) else { return }
         if t.details?.dead == true { deadLetterCount -= 1 }
-        if let key = t.details?.idempotencyKey, idempotency[key] == id { idempotency[key] = nil }
+        if let key = t.details?.idempotencyKey, idempotency[Self.scoped(key, t.owner)] == id { idempotency[Self.scoped(key, t.owner)] = nil }
+    }
+
+    /// Idempotency keys are per owner: one client's key never finds another's task.
+    static func scoped(_ key: String, _ owner: String?) -> String {
+        guard let owner else { return key }
+        return owner + "\u{1F}" + key
     }
 
     private func pow2(_ n: Int) -> Double { n <= 0 ? 1 : Double(1 << min(n, 30)) }

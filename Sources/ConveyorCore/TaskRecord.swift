@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A task as the broker holds it.
 ///
 /// Kept small on purpose: a million queued tasks must fit in memory, so the
@@ -22,7 +24,12 @@ public struct TaskRecord: Sendable {
     public let maxAttempts: UInt16
     /// Failed or timed-out attempts so far (lost workers are counted apart).
     public internal(set) var failures: UInt16
+    /// Whose task it is, as an index into `OwnerNames` (0: nobody's). Four
+    /// bytes in what was padding: ownership costs no memory per task.
+    var ownerIndex: UInt32 = 0
     public internal(set) var details: TaskDetails?
+    /// Whose task it is (`TaskSpec.owner`).
+    public var owner: String? { OwnerNames.shared.name(ownerIndex) }
 
     public var state: TaskState {
         get { TaskState(code: stateCode) }
@@ -32,8 +39,9 @@ public struct TaskRecord: Sendable {
     public init(
         id: TaskID, seq: UInt64, createdAt: Timestamp, type: String, priority: Priority, payload: [UInt8],
         timeoutMs: UInt32, maxAttempts: UInt16, state: TaskState = .queued, attempt: UInt16 = 0,
-        failures: UInt16 = 0, submitter: PeerID? = nil, details: TaskDetails? = nil
+        failures: UInt16 = 0, submitter: PeerID? = nil, details: TaskDetails? = nil, owner: String? = nil
     ) {
+        self.ownerIndex = OwnerNames.shared.index(owner)
         self.id = id
         self.seq = seq
         self.createdAt = createdAt
@@ -56,6 +64,31 @@ public struct TaskRecord: Sendable {
         let d = TaskDetails()
         details = d
         return d
+    }
+}
+
+/// Owner names interned for the process: a record keeps a 4-byte index. The
+/// names are CURVE keys of allowlisted clients and HTTP token names from the
+/// configuration, so the table stays small.
+final class OwnerNames: Sendable {
+    static let shared = OwnerNames()
+    private let state = Mutex<(names: [String], index: [String: UInt32])>(([], [:]))
+
+    /// 0 for nil.
+    func index(_ name: String?) -> UInt32 {
+        guard let name else { return 0 }
+        return state.withLock { s in
+            if let i = s.index[name] { return i }
+            s.names.append(name)
+            let i = UInt32(truncatingIfNeeded: s.names.count)
+            s.index[name] = i
+            return i
+        }
+    }
+
+    func name(_ index: UInt32) -> String? {
+        guard index > 0 else { return nil }
+        return state.withLock { s in Int(index) <= s.names.count ? s.names[Int(index) - 1] : nil }
     }
 }
 

@@ -15,6 +15,9 @@ public struct TaskSpec: Sendable, Equatable {
     public var delayMs: Int64?
     public var backoffMs: UInt32
     public var backoffMaxMs: UInt32
+    /// Whose task it is: `key:Z85` for a CURVE client, or what an admin client
+    /// (the gateway) names, e.g. `http:NAME`. nil: nobody's (no authentication).
+    public var owner: String?
 
     public init(
         type: String, priority: Priority = .normal, payload: [UInt8] = [], timeoutMs: UInt32? = nil,

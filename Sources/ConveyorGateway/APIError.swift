@@ -44,6 +44,10 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         APIError(.badRequest, "bad_request", message, field: field)
     }
 
+    public static func forbidden(scope: Scope) -> APIError {
+        APIError(.forbidden, "forbidden", "this token lacks the '\(scope.rawValue)' scope")
+    }
+
     public static func unauthorized() -> APIError {
         APIError(.unauthorized, "unauthorized", "a valid API token is required: send 'Authorization: Bearer <token>'",
                  headers: [.wwwAuthenticate: "Bearer realm=\"conveyor\""])

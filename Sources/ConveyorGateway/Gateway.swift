@@ -28,7 +28,7 @@ public final class Gateway: Sendable {
         self.transport = transport
         self.metrics = metrics
         self.monitor = EventMonitor(transport: transport, metrics: metrics)
-        self.tokens = APITokens(config.apiTokens)
+        self.tokens = config.tokens ?? APITokens(config.apiTokens)
         self.dashboard = ByteBuffer(bytes: DashboardPage.load())
         let timeout = config.brokerTimeoutMs
         self.statsCoalescer = StatsCoalescer {
@@ -79,88 +79,97 @@ public final class Gateway: Sendable {
         }
         router.get("/healthz") { _, _ in try await self.healthz() }
         router.get("/metrics") { _, _ in await self.metricsPage() }
-        router.get("/api/queue/stats") { _, _ in try await self.queueStats() }
+        router.get("/api/queue/stats") { req, _ in
+            if self.config.privateStats { _ = try self.authorize(req, .read) }
+            return try await self.queueStats()
+        }
         router.get("/api/queue/tasks") { req, _ in
-            try self.authorize(req)
-            return try await self.queueTasks(limit: try Self.limit(req))
+            let access = try self.authorize(req, .read)
+            return try await self.queueTasks(limit: try Self.limit(req), access: access)
         }
         router.get("/api/dashboard") { req, _ in
-            try self.authorize(req)
+            _ = try self.authorize(req, .admin)
             return Self.json(self.monitor.dashboardJSON())
         }
 
         // Submissions.
         router.post("/api/tasks") { req, _ in
-            try self.authorize(req)
+            let access = try self.authorize(req, .submit)
             let body = try await self.readBody(req)
-            return try await self.submit(try self.counting { try SubmissionParser.generic(body: body, idempotencyHeader: Self.idempotencyHeader(req)) })
+            return try await self.submit(try self.counting { try SubmissionParser.generic(body: body, idempotencyHeader: Self.idempotencyHeader(req)) },
+                                         access: access)
         }
         router.post("/summarize") { req, _ in
-            try self.authorize(req)
+            let access = try self.authorize(req, .submit)
             let p = try self.counting { try SubmissionParser.priority(query: req.uri.queryParameters.get("priority")) }
             let body = try await self.readBody(req)
             return try await self.submit(try self.counting {
                 try SubmissionParser.summarize(body: body, priority: p, idempotencyHeader: Self.idempotencyHeader(req))
-            })
+            }, access: access)
         }
         for (path, type) in [("/analyze-pdf", SubmissionParser.pdfType), ("/analyze-document", SubmissionParser.documentType)] {
             router.post(RouterPath(path)) { req, _ in
-                try self.authorize(req)
+                let access = try self.authorize(req, .submit)
                 let p = try self.counting { try SubmissionParser.priority(query: req.uri.queryParameters.get("priority")) }
                 let body = try await self.readBody(req)
                 return try await self.submit(try self.counting {
                     try SubmissionParser.document(type: type, body: body, contentType: req.headers[.contentType], priority: p,
                                                   idempotencyHeader: Self.idempotencyHeader(req))
-                })
+                }, access: access)
             }
         }
 
         // One task.
         router.get("/api/tasks/{id}/status") { req, ctx in
-            try self.authorize(req)
-            return Self.json(try await self.fetchStatus(try Self.taskID(ctx)))
+            let access = try self.authorize(req, .read)
+            return Self.json(try await self.fetchStatus(try Self.taskID(ctx), access: access))
         }
         router.delete("/api/tasks/{id}") { req, ctx in
-            try self.authorize(req)
-            return try await self.cancel(try Self.taskID(ctx))
+            // Your own task with `submit`; anyone's with `admin`.
+            let access = try self.authorize(req, .submit)
+            let id = try Self.taskID(ctx)
+            if !access.isAdmin { _ = try await self.fetchStatus(id, access: access) }
+            return try await self.cancel(id)
         }
         router.get("/api/tasks/{id}/stream") { req, ctx in
-            try self.authorize(req, allowQueryToken: true)
-            return try await self.sse(try Self.taskID(ctx))
+            let access = try self.authorize(req, .read, allowQueryToken: true)
+            let id = try Self.taskID(ctx)
+            if !access.isAdmin { _ = try await self.fetchStatus(id, access: access) }
+            return try await self.sse(id)
         }
         // Only reached without a WebSocket handshake (upgrades go to the WebSocket router).
         router.get("/ws/{id}") { req, ctx -> Response in
-            try self.authorize(req, allowQueryToken: true)
+            let access = try self.authorize(req, .read, allowQueryToken: true)
             let id = try Self.taskID(ctx)
-            _ = try await self.fetchStatus(id)
+            _ = try await self.fetchStatus(id, access: access)
             throw APIError(.upgradeRequired, "upgrade_required", "open this URL as a WebSocket (ws://…/ws/\(id))",
                            headers: [.upgrade: "websocket", .connection: "Upgrade"])
         }
 
         // Dead letters.
         router.get("/api/dead") { req, _ in
-            try self.authorize(req)
+            _ = try self.authorize(req, .admin)
             let limit = try Self.limit(req)
             return try await self.dead { .dead(requestID: $0, action: .list(limit: limit)) }
         }
         router.post("/api/dead/{id}/retry") { req, ctx in
-            try self.authorize(req)
+            _ = try self.authorize(req, .admin)
             let id = try Self.taskID(ctx)
             return try await self.dead { .dead(requestID: $0, action: .retry(id)) }
         }
         router.delete("/api/dead") { req, _ in
-            try self.authorize(req)
+            _ = try self.authorize(req, .admin)
             return try await self.dead { .dead(requestID: $0, action: .purge(nil)) }
         }
         router.delete("/api/dead/{id}") { req, ctx in
-            try self.authorize(req)
+            _ = try self.authorize(req, .admin)
             let id = try Self.taskID(ctx)
             return try await self.dead { .dead(requestID: $0, action: .purge(id)) }
         }
         // Queue controls: pause or resume dispatch of a task type.
         for action in [ClientRequest.TypeAction.pause, .resume] {
             router.post(RouterPath("/api/types/{type}/\(action.rawValue)")) { req, ctx in
-                try self.authorize(req)
+                _ = try self.authorize(req, .admin)
                 let type = try Self.taskType(ctx)
                 let reply = try await self.brokerCall { .type(requestID: $0, action: action, type: type) }
                 guard case .type(_, let json) = reply else { throw APIError.unexpected(reply) }
@@ -173,15 +182,22 @@ public final class Gateway: Sendable {
     /// The WebSocket side of `/ws/{task_id}`: the same messages as the SSE stream,
     /// one JSON text message each, then a normal close.
     ///
-    /// Every handshake on this path is accepted, because a refused handshake can
-    /// only be an empty 400 (and browsers do not show WebSocket handshake statuses
-    /// at all). A bad token, bad id or unknown task is reported as one `error`
-    /// message with the API's `error_type`, then the connection is closed — with
-    /// 1008 (policy violation) for a bad token.
+    /// The handshake is refused before the upgrade when the token, the id or
+    /// the task is wrong: the request then goes to the HTTP router's
+    /// `GET /ws/{id}`, which answers it as any route would (401, 403, 400,
+    /// 404). What can still fail after the upgrade is reported as one `error`
+    /// message with the API's `error_type`, then the connection is closed.
     public func makeWebSocketRouter() -> Router<BasicWebSocketRequestContext> {
         let router = Router(context: BasicWebSocketRequestContext.self)
-        router.ws("/ws/{id}") { _, _ in
-            .upgrade([:])
+        router.ws("/ws/{id}") { request, context in
+            do {
+                let access = try self.authorize(request, .read, allowQueryToken: true)
+                let id = try Self.taskID(context)
+                if !access.isAdmin { _ = try await self.fetchStatus(id, access: access) }
+                return .upgrade([:])
+            } catch {
+                return .dontUpgrade
+            }
         } onUpgrade: { inbound, outbound, ctx in
             func fail(_ e: APIError) async throws {
                 try await outbound.write(.text(String(decoding: StreamMessage(event: "error", json: e.json).json, as: UTF8.self)))
@@ -189,8 +205,8 @@ public final class Gateway: Sendable {
             }
             let stream: TaskStream
             do {
-                try self.authorize(ctx.request, allowQueryToken: true)
-                stream = try await TaskStream.open(try Self.taskID(ctx.requestContext), gateway: self)
+                let id = try Self.taskID(ctx.requestContext)
+                stream = try await TaskStream.open(id, gateway: self)
             } catch let e as APIError {
                 return try await fail(e)
             }
@@ -254,20 +270,34 @@ public final class Gateway: Sendable {
         Self.json(try await statsCoalescer.stats())
     }
 
-    func queueTasks(limit: Int) async throws -> Response {
-        let reply = try await brokerCall { .tasks(requestID: $0, limit: limit) }
+    func queueTasks(limit: Int, access: Access = .open) async throws -> Response {
+        // A `read` token lists its own tasks only: ask for the most, keep its own.
+        let reply = try await brokerCall { .tasks(requestID: $0, limit: access.isAdmin ? limit : ClientRequest.maxTasksLimit) }
         guard case .tasks(_, let json) = reply else { throw APIError.unexpected(reply) }
-        return Self.json(json)
+        guard !access.isAdmin, case .object(var members)? = try? JSONValue.parse(json) else { return Self.json(json) }
+        for i in members.indices where members[i].key == "running" || members[i].key == "queued" {
+            let own = (members[i].value.arrayValue ?? []).filter { $0["owner"]?.stringValue == access.owner }
+            members[i].value = .array(Array(own.prefix(limit)))
+        }
+        return Self.json(JSONValue.object(members).serialized)
     }
 
-    /// The status object of a task; 404 when the broker does not know it.
-    public func fetchStatus(_ id: TaskID) async throws -> [UInt8] {
+    /// The status object of a task; 404 when the broker does not know it, or
+    /// when the caller may not see it (a `read` token sees its own tasks only,
+    /// and is not told whether someone else's exists).
+    public func fetchStatus(_ id: TaskID, access: Access = .open) async throws -> [UInt8] {
         let reply = try await brokerCall { .status(requestID: $0, id: id) }
         guard case .status(_, let json) = reply else { throw APIError.unexpected(reply) }
+        if !access.isAdmin, (try? JSONValue.parse(json))?["owner"]?.stringValue != access.owner {
+            throw APIError.fromBroker(code: "not_found", message: "no task \(id)")
+        }
         return json
     }
 
-    func submit(_ spec: TaskSpec) async throws -> Response {
+    func submit(_ spec: TaskSpec, access: Access = .open) async throws -> Response {
+        var spec = spec
+        // The broker records whose task it is; read tokens then see only their own.
+        if let owner = access.owner { spec.owner = owner }
         let reply: ClientReply
         do {
             reply = try await brokerCall { .submit(requestID: $0, spec: spec) }
@@ -372,12 +402,23 @@ public final class Gateway: Sendable {
         }
     }
 
-    /// 401 unless the request carries an accepted token (or authentication is off).
-    func authorize(_ request: Request, allowQueryToken: Bool = false) throws(APIError) {
-        guard tokens.isEnabled else { return }
-        if let t = APITokens.bearer(request.headers[.authorization]), tokens.accepts(t) { return }
-        if allowQueryToken, let t = request.uri.queryParameters.get("token"), tokens.accepts(t) { return }
-        throw APIError.unauthorized()
+    /// Who is asking, by token. `open`: authentication is off, everything is allowed.
+    public struct Access: Sendable {
+        public let token: APIToken?
+        public static let open = Access(token: nil)
+        public var isAdmin: Bool { token?.allows(.admin) ?? true }
+        public var owner: String? { token?.owner }
+    }
+
+    /// 401 unless the request carries an accepted token (or authentication is
+    /// off); 403 when the token lacks `scope`.
+    func authorize(_ request: Request, _ scope: Scope, allowQueryToken: Bool = false) throws(APIError) -> Access {
+        guard tokens.isEnabled else { return .open }
+        var token = APITokens.bearer(request.headers[.authorization]).flatMap { tokens.identify($0) }
+        if token == nil, allowQueryToken, let t = request.uri.queryParameters.get("token") { token = tokens.identify(t) }
+        guard let token else { throw APIError.unauthorized() }
+        guard token.allows(scope) else { throw APIError.forbidden(scope: scope) }
+        return Access(token: token)
     }
 
     /// The whole body, or 413 beyond `maxPayloadBytes` (checked on Content-Length first).

@@ -3,8 +3,14 @@ public struct GatewayConfig: Sendable {
     public var host = "127.0.0.1"
     /// 0: an ephemeral port.
     public var port = 8001
-    /// Accepted bearer tokens. Empty: authentication is off (the CLI warns).
+    /// Accepted bearer tokens, bare (every scope). Empty: authentication is
+    /// off (the CLI warns). `tokens`, when set, replaces them.
     public var apiTokens: [String] = []
+    /// Named, scoped tokens (`CONVEYOR_API_TOKENS` in its full form, or `--tokens-file`).
+    public var tokens: APITokens?
+    /// `GET /api/queue/stats` needs a `read` token too (it is open by default,
+    /// for the seed-compatible clients).
+    public var privateStats = false
     /// Largest request body accepted (`CONVEYOR_MAX_PAYLOAD_BYTES`); larger is 413.
     public var maxPayloadBytes = 10 * 1024 * 1024
     /// How long a request waits for the broker before answering 503.

@@ -12,7 +12,13 @@ enum JournalSchema {
     /// `PRAGMA application_id`: "CVYJ". Tells a Conveyor journal from any other SQLite file.
     static let applicationID: Int32 = 0x4356_594A
     /// `PRAGMA user_version`. Bump with a migration when the layout changes.
-    static let version: Int32 = 1
+    static let version: Int32 = 2
+
+    /// From each older version to the next; run in order inside one transaction.
+    static let migrations: [Int32: String] = [
+        // 1 → 2: task ownership (CURVE keys, HTTP token names).
+        1: "ALTER TABLE tasks ADD COLUMN owner TEXT",
+    ]
 
     /// Created once, on a new file, after `auto_vacuum = INCREMENTAL`.
     static let create = """
@@ -38,7 +44,8 @@ enum JournalSchema {
             worker          TEXT,
             error           TEXT,
             result          BLOB,
-            payload         BLOB    NOT NULL
+            payload         BLOB    NOT NULL,
+            owner           TEXT
         );
         -- Recovery reads unfinished tasks in submission order without touching
         -- the (possibly many) finished ones kept for their results.
@@ -54,25 +61,25 @@ enum JournalSchema {
     static let columns = """
         id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, \
         created_at, started_at, finished_at, run_at, dead, backoff_ms, backoff_max_ms, idempotency_key, \
-        worker, error, result, payload
+        worker, error, result, payload, owner
         """
 
     /// Column positions in `columns`; the SQL parameter for a column is its position + 1.
     enum Column: Int32 {
         case id = 0, seq, state, priority, type, attempt, maxAttempts, failures, lostDeliveries, timeoutMs,
              createdAt, startedAt, finishedAt, runAt, dead, backoffMs, backoffMaxMs, idempotencyKey,
-             worker, error, result, payload
+             worker, error, result, payload, owner
 
         var parameter: Int32 { rawValue + 1 }
     }
 
     /// Parameter of `update`: 1 when the task is final and not dead-lettered,
     /// whose payload the handler no longer needs.
-    static let clearPayloadParameter: Int32 = 23
+    static let clearPayloadParameter: Int32 = 24
 
     static let insert = """
         INSERT OR REPLACE INTO tasks (\(columns))
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
         """
 
     /// Rewrites only what changes after submission; the payload is not bound
@@ -80,7 +87,7 @@ enum JournalSchema {
     static let update = """
         UPDATE tasks SET state = ?3, attempt = ?6, failures = ?8, lost_deliveries = ?9, started_at = ?12,
             finished_at = ?13, run_at = ?14, dead = ?15, worker = ?19, error = ?20, result = ?21,
-            payload = CASE WHEN ?23 THEN x'' ELSE payload END
+            payload = CASE WHEN ?24 THEN x'' ELSE payload END
         WHERE id = ?1
         """
 

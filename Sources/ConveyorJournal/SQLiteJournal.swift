@@ -159,6 +159,16 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                         return .commit
                     }
                 } else {
+                    if version < JournalSchema.version {
+                        step = "migrating the schema from version \(version)"
+                        try db.inTransaction(.immediate) {
+                            for v in version..<JournalSchema.version {
+                                if let sql = JournalSchema.migrations[v] { try db.execute(sql: sql) }
+                            }
+                            try db.execute(sql: "PRAGMA user_version = \(JournalSchema.version)")
+                            return .commit
+                        }
+                    }
                     step = "checking the schema"
                     let names = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
                     for needed in ["tasks", "meta", "tasks_open", "tasks_finished"] where !names.contains(needed) {

@@ -46,6 +46,7 @@ struct TaskRowCodec {
         try s.bind(Column.backoffMaxMs.parameter, Int64(d?.backoffMaxMs ?? 300_000))
         try s.bind(Column.idempotencyKey.parameter, text: d?.idempotencyKey)
         try s.bind(Column.payload.parameter, blob: t.payload)
+        try s.bind(Column.owner.parameter, text: t.owner)
     }
 
     /// Whether `update` should drop the stored payload: the handler has run for
@@ -105,7 +106,7 @@ struct TaskRowCodec {
             type: type, priority: priority, payload: s.blob(Column.payload.rawValue),
             timeoutMs: try small(.timeoutMs, UInt32.self), maxAttempts: try small(.maxAttempts, UInt16.self),
             state: state, attempt: try small(.attempt, UInt16.self), failures: try small(.failures, UInt16.self),
-            submitter: nil, details: details
+            submitter: nil, details: details, owner: s.textOrNil(Column.owner.rawValue)
         )
     }
 

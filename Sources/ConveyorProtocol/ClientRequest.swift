@@ -32,6 +32,8 @@ public enum ClientRequest: Equatable, Sendable {
 
     public static let maxRequestIDBytes = 64
     public static let maxTimeoutMs: UInt64 = 604_800_000
+    /// TASKS `limit` (§11).
+    public static let maxTasksLimit = 10_000
 
     public func encode() -> [[UInt8]] {
         let h = Frames.clientHeader
@@ -45,6 +47,7 @@ public enum ClientRequest: Equatable, Sendable {
             if let at = s.runAt { f.append(Array("run_at_ms=\(at / 1000)".utf8)) }
             if s.backoffMs != 1000 { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
             if s.backoffMaxMs != 300_000 { f.append(Array("backoff_max_ms=\(s.backoffMaxMs)".utf8)) }
+            if let o = s.owner { f.append(Array("owner=\(o)".utf8)) }
             return f
         case .status(let r, let id): return [h, Array("STATUS".utf8), r, id.bytes]
         case .cancel(let r, let id): return [h, Array("CANCEL".utf8), r, id.bytes]
@@ -97,7 +100,7 @@ public enum ClientRequest: Equatable, Sendable {
         case "TASKS":
             // The limit frame is required; empty means the default (§5.6).
             try Frames.expect(frames, count: 4...4, "TASKS", rid)
-            let limit = frames[3].isEmpty ? 100 : Int(try Frames.decimal(frames[3], in: 1...10_000, "limit", rid))
+            let limit = frames[3].isEmpty ? 100 : Int(try Frames.decimal(frames[3], in: 1...UInt64(maxTasksLimit), "limit", rid))
             return .tasks(requestID: rid, limit: limit)
         case "PING":
             try Frames.expect(frames, count: 3...3, "PING", rid)
@@ -143,6 +146,12 @@ public enum ClientRequest: Equatable, Sendable {
             spec.runAt = min(ms, Int64.max / 1000) * 1000
         case "backoff_ms": spec.backoffMs = UInt32(clamping: try Frames.decimal(value, in: any, "backoff_ms", rid))
         case "backoff_max_ms": spec.backoffMaxMs = UInt32(clamping: try Frames.decimal(value, in: any, "backoff_max_ms", rid))
+        // Honoured from admin clients only (the gateway names its HTTP callers); §13.
+        case "owner":
+            guard (1...128).contains(value.count), let text = String(validating: value, as: UTF8.self) else {
+                throw .bad("owner must be 1-128 bytes of UTF-8", rid)
+            }
+            spec.owner = text
         default: throw .bad("unknown option '\(Frames.printable(Array(option[..<eq])))'", rid)
         }
         // Checked after the key is known, so an unknown key reads as such.

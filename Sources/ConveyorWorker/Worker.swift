@@ -1,6 +1,7 @@
 import ConveyorCore
 import ConveyorProtocol
 import Logging
+import ConveyorTransport
 import ZeroMQ
 
 /// A worker process's runtime: one thread owns the DEALER socket to the
@@ -14,6 +15,8 @@ public final class Worker: @unchecked Sendable {
     public struct Options: Sendable {
         public var brokerEndpoint: String
         public var name: String
+        /// CURVE keys for the connection (`--curve-key`, `--curve-server-key`).
+        public var security: SocketProfile.Security = .none
         /// Empty: any type.
         public var types: [String] = []
         public var concurrency = 1
@@ -107,8 +110,7 @@ public final class Worker: @unchecked Sendable {
 
     private func connect() throws {
         socket?.close()
-        let s = try context.socket(.dealer)
-        try s.setMaxMessageSize(64 * 1024 * 1024)
+        let s = try context.socket(SocketRoles.workerDealer(security: options.security))
         try s.connect(options.brokerEndpoint)
         socket = s
         reconnectAt = nil

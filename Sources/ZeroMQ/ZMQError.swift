@@ -21,6 +21,9 @@ public struct ZMQError: Error, Equatable, CustomStringConvertible, Sendable {
         ZMQError(errno: czmq_errno(), operation: operation)
     }
 
+    /// An ETERM error, for code that reports "the context is gone" itself.
+    public static func terminated(_ operation: String) -> ZMQError { ZMQError(errno: ETERM, operation: operation) }
+
     /// The operation would block (non-blocking send/receive, or a high-water mark).
     public var isAgain: Bool { errno == EAGAIN }
     /// A signal interrupted the call; it is safe to retry.

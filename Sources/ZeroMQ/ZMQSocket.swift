@@ -87,6 +87,8 @@ public final class ZMQSocket {
     public func setImmediate(_ on: Bool = true) throws(ZMQError) { try setOption(ZMQ_IMMEDIATE, on ? 1 : 0) }
     public func subscribe(_ prefix: [UInt8]) throws(ZMQError) { try setOption(ZMQ_SUBSCRIBE, bytes: prefix) }
     public func subscribe(_ prefix: String) throws(ZMQError) { try subscribe(Array(prefix.utf8)) }
+    public func unsubscribe(_ prefix: [UInt8]) throws(ZMQError) { try setOption(ZMQ_UNSUBSCRIBE, bytes: prefix) }
+    public func unsubscribe(_ prefix: String) throws(ZMQError) { try unsubscribe(Array(prefix.utf8)) }
     /// Makes `reconnect` attempts start fast and back off, as a worker should.
     public func setReconnectInterval(ms: Int32, maxMs: Int32) throws(ZMQError) {
         try setOption(ZMQ_RECONNECT_IVL, ms)
@@ -139,6 +141,19 @@ public final class ZMQSocket {
 
     /// Receives one whole multipart message, or nil if none is waiting (`dontWait`).
     public func receive(dontWait: Bool = false) throws(ZMQError) -> [[UInt8]]? {
+        try receive(dontWait: dontWait, userID: nil)
+    }
+
+    /// Like `receive`, and also reads the message's ZAP `User-Id` property:
+    /// who the ZAP handler said the peer is (the same for every message of a
+    /// connection). Empty when the socket has no security mechanism.
+    public func receiveWithUserID(dontWait: Bool = false) throws(ZMQError) -> (frames: [[UInt8]], userID: String)? {
+        var user = ""
+        guard let frames = try receive(dontWait: dontWait, userID: &user) else { return nil }
+        return (frames, user)
+    }
+
+    private func receive(dontWait: Bool, userID: UnsafeMutablePointer<String>?) throws(ZMQError) -> [[UInt8]]? {
         let hh = try h
         var frames: [[UInt8]] = []
         var msg = zmq_msg_t()
@@ -153,6 +168,8 @@ public final class ZMQSocket {
                 if err.isAgain && frames.isEmpty { return nil }
                 throw err
             }
+            // The first frame that carries it (a ROUTER's identity frame does too).
+            if let userID, userID.pointee.isEmpty, let v = zmq_msg_gets(&msg, "User-Id") { userID.pointee = String(cString: v) }
             let size = zmq_msg_size(&msg)
             if size == 0 {
                 frames.append([])
@@ -178,6 +195,14 @@ extension ZMQSocket {
         for _ in 0..<limit {
             guard let frames = try receive(dontWait: true) else { return }
             body(frames)
+        }
+    }
+
+    /// `receiveWaiting` with each message's ZAP `User-Id` (see `receiveWithUserID`).
+    public func receiveWaitingWithUserID(limit: Int, _ body: ([[UInt8]], String) -> Void) throws(ZMQError) {
+        for _ in 0..<limit {
+            guard let m = try receiveWithUserID(dontWait: true) else { return }
+            body(m.frames, m.userID)
         }
     }
 }

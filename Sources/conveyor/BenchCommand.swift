@@ -4,6 +4,7 @@ import ConveyorCore
 import ConveyorProtocol
 import Foundation
 import Histogram
+import ConveyorTransport
 import ZeroMQ
 
 /// Benchmarks with real processes on loopback: a broker and workers started
@@ -29,13 +30,14 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Give up on any phase after this many seconds.") var limit = 300
     @Option(help: "Task types to spread the tasks over, round robin (noop0, noop1, …; 1 = the single type noop).") var types = 1
     @Option(help: "Extra broker flag, e.g. --broker-arg=--aging=60 (repeatable).") var brokerArg: [String] = []
+    @Flag(help: "Run every connection with CURVE (a throwaway key set), to compare with plaintext.") var curve = false
 
     func run() throws {
         let runner = try BenchRunner(workers: workers, concurrency: workerConcurrency, limitSeconds: limit,
-                                     types: max(1, types), brokerArgs: brokerArg)
+                                     types: max(1, types), brokerArgs: brokerArg, curve: curve)
         defer { runner.stopAll() }
         emit("conveyor bench: \(workers) workers x \(workerConcurrency), libzmq \(ZMQContext.version), \(ProcessInfo.processInfo.activeProcessorCount) cores"
-             + (types > 1 ? ", \(types) task types" : "") + (brokerArg.isEmpty ? "" : ", broker \(brokerArg.joined(separator: " "))"))
+             + (types > 1 ? ", \(types) task types" : "") + (curve ? ", CURVE" : "") + (brokerArg.isEmpty ? "" : ", broker \(brokerArg.joined(separator: " "))"))
         if phase == .throughput || phase == .all { try runner.throughput(tasks: tasks, window: window, durability: durability) }
         if phase == .latency || phase == .all { try runner.latency(rate: rate, seconds: seconds) }
         if phase == .memory || phase == .all { try runner.memory(tasks: memoryTasks) }
@@ -57,7 +59,11 @@ final class BenchRunner {
     /// The type of the n-th task: round robin over `types`.
     func type(_ n: Int) -> String { types == 1 ? "noop" : "noop\(n % types)" }
 
-    init(workers: Int, concurrency: Int, limitSeconds: Int, types: Int = 1, brokerArgs: [String] = []) throws {
+    /// With CURVE: the key directory and the client's keys.
+    private var curveDir: String?
+    private var clientSecurity: SocketProfile.Security = .none
+
+    init(workers: Int, concurrency: Int, limitSeconds: Int, types: Int = 1, brokerArgs: [String] = [], curve: Bool = false) throws {
         self.types = types
         self.brokerArgs = brokerArgs
         binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
@@ -66,6 +72,23 @@ final class BenchRunner {
         limit = Double(limitSeconds)
         scratch = FileManager.default.temporaryDirectory.appendingPathComponent("conveyor-bench-\(getpid())")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        if curve {
+            let dir = scratch.appendingPathComponent("keys").path
+            _ = try CurveCertificate.generate().write(name: "broker", directory: dir)
+            let client = try CurveCertificate.generate()
+            _ = try client.write(name: "bench-client", directory: dir + "/own")
+            _ = try CurveCertificate(publicKey: client.publicKey, secretKey: nil).writePublic(name: "bench-client", directory: dir + "/admins")
+            let worker = try CurveCertificate.generate()
+            _ = try worker.write(name: "bench-worker", directory: dir + "/own")
+            _ = try CurveCertificate(publicKey: worker.publicKey, secretKey: nil).writePublic(name: "bench-worker", directory: dir + "/workers")
+            curveDir = dir
+            let server = try CurveCertificate.load(dir + "/broker.key")
+            clientSecurity = .curveClient(publicKey: client.publicKey, secretKey: client.secretKey ?? "", serverKey: server.publicKey)
+        }
+    }
+
+    func client(_ endpoint: String) throws -> BrokerClient {
+        try BrokerClient(context: context, endpoint: endpoint, security: clientSecurity)
     }
 
     struct Broker {
@@ -79,6 +102,7 @@ final class BenchRunner {
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["broker", "--clients", "tcp://127.0.0.1:*", "--workers", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
                        "--log-level", "warning", "--max-queue", "2000000", "--max-running", "100000"] + extra + brokerArgs
+            + (curveDir.map { ["--curve-dir", $0] } ?? [])
         let out = Pipe()
         p.standardOutput = out
         try p.run()
@@ -106,10 +130,11 @@ final class BenchRunner {
             p.executableURL = URL(fileURLWithPath: binary)
             p.arguments = ["worker", "--broker", b.workers, "--name", "bench-\(i)", "--builtin", "noop",
                            "--concurrency", "\(concurrency)", "--log-level", "warning"]
+                + (curveDir.map { ["--curve-key", $0 + "/own/bench-worker.key_secret", "--curve-server-key", $0 + "/broker.key"] } ?? [])
             try p.run()
             children.append(p)
         }
-        let c = try BrokerClient(context: context, endpoint: b.clients)
+        let c = try client(b.clients)
         defer { c.close() }
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
@@ -145,7 +170,7 @@ final class BenchRunner {
         let b = try startBroker(["--durability", durability, "--data-dir", dir])
         defer { stop(b) }
         try startWorkers(b)
-        let c = try BrokerClient(context: context, endpoint: b.clients)
+        let c = try client(b.clients)
         defer { c.close() }
         let specs = (0..<types).map { TaskSpec(type: type($0), priority: .normal) }
         var submitted = 0, finished = 0, rejected = 0
@@ -176,7 +201,7 @@ final class BenchRunner {
         let b = try startBroker(["--durability", "none"])
         defer { stop(b) }
         try startWorkers(b)
-        let c = try BrokerClient(context: context, endpoint: b.clients)
+        let c = try client(b.clients)
         defer { c.close() }
         var e2e = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
         let total = rate * seconds
@@ -217,7 +242,7 @@ final class BenchRunner {
     func memory(tasks: Int) throws {
         let b = try startBroker(["--durability", "none"])
         defer { stop(b) }
-        let c = try BrokerClient(context: context, endpoint: b.clients)
+        let c = try client(b.clients)
         defer { c.close() }
         _ = try stats(c)
         let before = rssBytes(b.process.processIdentifier)

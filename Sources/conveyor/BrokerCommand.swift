@@ -2,6 +2,7 @@ import ArgumentParser
 import ConveyorBroker
 import ConveyorCore
 import ConveyorJournal
+import ConveyorTransport
 import Foundation
 import ZeroMQ
 
@@ -33,6 +34,9 @@ struct BrokerCommand: ParsableCommand {
     var aging: Double?
     @Option(help: "Seconds a type is held after a worker's RETRY_LATER that names no delay (env CONVEYOR_HOLD_DEFAULT, default 30).")
     var holdDefault: Double?
+    @Option(help: "CURVE key directory: broker.key_secret and the allowlists clients/, workers/, subscribers/, admins/ (env CONVEYOR_CURVE_DIR). Required for non-loopback endpoints unless --insecure.")
+    var curveDir: String?
+    @Flag(help: "Allow binding non-loopback endpoints without CURVE (plaintext on the network).") var insecure = false
     @OptionGroup var heartbeat: HeartbeatOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -84,6 +88,15 @@ struct BrokerCommand: ParsableCommand {
             throw ValidationError("--durability must be fsync, batch or none, got '\(mode)'")
         }
         config.journal.durability = d
+        config.curveDirectory = curveDir ?? env("CONVEYOR_CURVE_DIR")
+        if config.curveDirectory == nil && !insecure {
+            // Safe by default: plaintext only where traffic cannot leave the machine.
+            for (ep, flag) in [(config.clientsEndpoint, "--clients"), (config.workersEndpoint, "--workers"), (config.eventsEndpoint, "--events")]
+            where !EndpointRule.isLocal(ep) {
+                writeErr("conveyor: " + EndpointRule.refusal(ep, flag: flag))
+                throw ExitCode(2)
+            }
+        }
 
         let logger = try logging.bootstrap("conveyor.broker")
         let context = ZMQContext()
@@ -102,6 +115,7 @@ struct BrokerCommand: ParsableCommand {
         }
         emit("conveyor broker ready clients=\(bound.clients) workers=\(bound.workers) events=\(bound.events)")
         onTerminationSignal { broker.requestStop() }
+        onSignal(SIGHUP) { broker.requestKeyReload() }
         do { try broker.run() } catch {
             logger.critical("broker loop failed: \(error)")
             throw ExitCode(1)

@@ -3,6 +3,7 @@ import ConveyorClient
 import ConveyorCore
 import ConveyorProtocol
 import Foundation
+import ConveyorTransport
 import ZeroMQ
 
 func writeErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
@@ -57,7 +58,7 @@ struct SubmitCommand: ParsableCommand {
     }
 
     func run() throws {
-        let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+        let client = try target.client()
         if let batch { return try runBatch(client, batch) }
         var body: [UInt8] = Array((payload ?? "").utf8)
         if let f = payloadFile {
@@ -199,7 +200,7 @@ struct StatusCommand: ParsableCommand {
     func validate() throws { guard TaskID(taskID) != nil else { throw ValidationError("'\(taskID)' is not a task id (16 hex digits)") } }
 
     func run() throws {
-        let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+        let client = try target.client()
         guard let id = TaskID(taskID) else { throw ExitCode(2) }
         let reply = try brokerCall(client) { .status(requestID: $0, id: id) }
         try failOnError(reply)
@@ -222,7 +223,7 @@ struct CancelCommand: ParsableCommand {
     func validate() throws { guard TaskID(taskID) != nil else { throw ValidationError("'\(taskID)' is not a task id (16 hex digits)") } }
 
     func run() throws {
-        let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+        let client = try target.client()
         guard let id = TaskID(taskID) else { throw ExitCode(2) }
         let reply = try brokerCall(client) { .cancel(requestID: $0, id: id) }
         try failOnError(reply)
@@ -237,7 +238,7 @@ struct StatsCommand: ParsableCommand {
     @Flag(help: "Refresh every second until interrupted.") var watch = false
 
     func run() throws {
-        let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+        let client = try target.client()
         repeat {
             let reply = try brokerCall(client) { .stats(requestID: $0) }
             try failOnError(reply)
@@ -258,12 +259,12 @@ struct EventsCommand: ParsableCommand {
     @Option(help: "The event endpoint (env CONVEYOR_EVENTS_ENDPOINT, default tcp://127.0.0.1:5557).") var events: String?
     @Option(help: "Topic prefix: stats, task., task.failed, worker. … (default: all).") var topic: String = ""
     @Option(help: "Exit after this many events.") var count: Int?
+    @OptionGroup var curve: CurveClientOptions
 
     func run() throws {
         let endpoint = try validateEndpoint(events ?? env("CONVEYOR_EVENTS_ENDPOINT") ?? "tcp://127.0.0.1:5557", "--events")
-        let sub = try ZMQContext().socket(.sub)
+        let sub = try ZMQContext().socket(SocketRoles.subscriber(security: try curve.security, topics: [topic]))
         try sub.connect(endpoint)
-        try sub.subscribe(topic)
         var seen = 0
         while count.map({ seen < $0 }) ?? true {
             guard let frames = try sub.receive(), frames.count == 2 else { continue }
@@ -288,7 +289,7 @@ struct DeadCommand: ParsableCommand {
         @OptionGroup var target: BrokerEndpointOption
         @Option(help: "At most this many.") var limit: Int = 100
         func run() throws {
-            let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+            let client = try target.client()
             let reply = try brokerCall(client) { .dead(requestID: $0, action: .list(limit: limit)) }
             try failOnError(reply)
             if case .dead(_, let body) = reply { emit(String(decoding: body, as: UTF8.self)) }
@@ -300,7 +301,7 @@ struct DeadCommand: ParsableCommand {
         @Argument var taskID: String
         func validate() throws { guard TaskID(taskID) != nil else { throw ValidationError("'\(taskID)' is not a task id") } }
         func run() throws {
-            let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+            let client = try target.client()
             guard let id = TaskID(taskID) else { throw ExitCode(2) }
             let reply = try brokerCall(client) { .dead(requestID: $0, action: .retry(id)) }
             try failOnError(reply)
@@ -313,7 +314,7 @@ struct DeadCommand: ParsableCommand {
         @Argument(help: "A task id, or nothing to purge all.") var taskID: String?
         func validate() throws { if let t = taskID, TaskID(t) == nil { throw ValidationError("'\(t)' is not a task id") } }
         func run() throws {
-            let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+            let client = try target.client()
             let id = taskID.flatMap { TaskID($0) }
             let reply = try brokerCall(client) { .dead(requestID: $0, action: .purge(id)) }
             try failOnError(reply)

@@ -9,7 +9,7 @@ struct Conveyor: ParsableCommand {
         subcommands: [
             BrokerCommand.self, WorkerCommand.self, GatewayCommand.self, UpCommand.self,
             SubmitCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
-            EventsCommand.self, DeadCommand.self, PauseCommand.self, ResumeCommand.self, BenchCommand.self,
+            EventsCommand.self, DeadCommand.self, PauseCommand.self, ResumeCommand.self, KeygenCommand.self, TokenCommand.self, BenchCommand.self,
         ]
     )
 }

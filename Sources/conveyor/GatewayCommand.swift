@@ -3,6 +3,7 @@ import ConveyorClient
 import ConveyorGateway
 import Foundation
 import Logging
+import ConveyorTransport
 import ZeroMQ
 
 struct GatewayCommand: ParsableCommand {
@@ -25,6 +26,13 @@ struct GatewayCommand: ParsableCommand {
     var eventsOut: String?
     @Option(help: "Milliseconds to wait for the broker before answering 503 (env CONVEYOR_GATEWAY_TIMEOUT_MS, default 5000).")
     var brokerTimeout: Int?
+    @Option(help: "Tokens file: one 'name scope+scope sha256hex' per line, see 'conveyor token new' (env CONVEYOR_TOKENS_FILE).")
+    var tokensFile: String?
+    @Flag(help: "GET /api/queue/stats needs a read token too (default: open, for the seed-compatible clients).")
+    var privateStats = false
+    @Option(help: "Allowlist directory for --events-out subscribers (DIR/subscribers/*.key, DIR/admins/*.key); the republisher serves with --curve-key (env CONVEYOR_CURVE_DIR).")
+    var curveDir: String?
+    @Flag(help: "Allow --events-out on a non-loopback endpoint without CURVE.") var insecure = false
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -36,22 +44,56 @@ struct GatewayCommand: ParsableCommand {
         config.port = try setting(port, "CONVEYOR_GATEWAY_PORT", 8001, range: 0...65535)
         config.maxPayloadBytes = try setting(nil, "CONVEYOR_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024, range: 1...(256 * 1024 * 1024))
         config.brokerTimeoutMs = try setting(brokerTimeout, "CONVEYOR_GATEWAY_TIMEOUT_MS", 5000, range: 10...600_000)
-        config.apiTokens = (env("CONVEYOR_API_TOKENS") ?? "").split(separator: ",")
-            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        config.privateStats = privateStats
+        do {
+            var all: [APIToken] = []
+            if let list = env("CONVEYOR_API_TOKENS") { all += try APITokens(environment: list).tokens }
+            if let path = tokensFile ?? env("CONVEYOR_TOKENS_FILE") {
+                guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read the tokens file \(path)") }
+                all += try APITokens(file: String(decoding: data, as: UTF8.self), path: path).tokens
+            }
+            config.tokens = APITokens(all)
+        } catch let e as TokenParseError {
+            throw ValidationError(e.description)
+        }
         let brokerEndpoint = try broker.endpoint
+        let curveKeys = try broker.curve.keys
         let eventsEndpoint = try validateEndpoint(events ?? env("CONVEYOR_EVENTS_ENDPOINT") ?? "tcp://127.0.0.1:5557", "--events")
         let eventsOutEndpoint = try (eventsOut ?? env("CONVEYOR_EVENTS_OUT")).map { try validateEndpoint($0, "--events-out") }
 
         let logger = try logging.bootstrap("conveyor.gateway")
-        if config.apiTokens.isEmpty {
-            logger.warning("CONVEYOR_API_TOKENS is not set: every route is open to anyone who can reach the gateway")
+        if config.tokens?.isEnabled != true {
+            logger.warning("no API tokens (CONVEYOR_API_TOKENS, --tokens-file): every route is open to anyone who can reach the gateway")
         }
         var clientConfig = AsyncBrokerClient.Configuration(endpoint: brokerEndpoint, eventsEndpoint: eventsEndpoint,
                                                            eventsOutEndpoint: eventsOutEndpoint)
         clientConfig.timeoutMs = config.brokerTimeoutMs
+        clientConfig.security = curveKeys?.security ?? .none
+        let context = ZMQContext()
+        var zap: ZAPHandler?
+        if let out = eventsOutEndpoint {
+            if let dir = curveDir ?? env("CONVEYOR_CURVE_DIR") {
+                guard let curveKeys, let secret = curveKeys.own.secretKey else {
+                    throw ValidationError("--curve-dir needs --curve-key: the event republisher serves with the gateway's own key")
+                }
+                do {
+                    let allow = try CurveDirectory(path: dir, serverCertificate: curveKeys.own)
+                    let handler = ZAPHandler(context: context, directory: allow, logger: logger)
+                    try handler.start() // before the republisher binds
+                    zap = handler
+                } catch {
+                    logger.critical("cannot use the CURVE directory \(dir): \(error)")
+                    throw ExitCode(1)
+                }
+                clientConfig.eventsOutSecurity = .curveServer(secretKey: secret, zapDomain: PeerRole.subscriber.zapDomain)
+            } else if !EndpointRule.isLocal(out) && !insecure {
+                writeErr("conveyor: " + EndpointRule.refusal(out, flag: "--events-out"))
+                throw ExitCode(2)
+            }
+        }
         let client: AsyncBrokerClient
         do {
-            client = try AsyncBrokerClient(context: ZMQContext(), configuration: clientConfig)
+            client = try AsyncBrokerClient(context: context, configuration: clientConfig)
         } catch {
             logger.critical("cannot open the broker connection: \(error)")
             throw ExitCode(1)
@@ -72,6 +114,7 @@ struct GatewayCommand: ParsableCommand {
         }
         done.wait()
         client.shutdown()
+        zap?.stop()
         if let error = outcome.error {
             logger.critical("gateway stopped: \(error)")
             throw ExitCode(1)

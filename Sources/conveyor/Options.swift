@@ -2,6 +2,8 @@ import ArgumentParser
 import ConveyorCore
 import Foundation
 import Logging
+import ConveyorClient
+import ZeroMQ
 
 /// Flag > environment variable > default, as the README's table says.
 func env(_ name: String) -> String? {
@@ -68,8 +70,14 @@ struct HeartbeatOptions: ParsableArguments {
 struct BrokerEndpointOption: ParsableArguments {
     @Option(name: .long, help: "The broker's client endpoint (env CONVEYOR_BROKER, default tcp://127.0.0.1:5555).")
     var broker: String?
+    @OptionGroup var curve: CurveClientOptions
 
     var endpoint: String { get throws { try validateEndpoint(broker ?? env("CONVEYOR_BROKER") ?? "tcp://127.0.0.1:5555", "--broker") } }
+
+    /// A client of the broker, with CURVE when keys are given.
+    func client(_ context: ZMQContext = ZMQContext()) throws -> BrokerClient {
+        try BrokerClient(context: context, endpoint: try endpoint, security: try curve.security)
+    }
 }
 
 extension Priority: ExpressibleByArgument {
@@ -88,6 +96,15 @@ func onTerminationSignal(_ body: @escaping @Sendable () -> Void) {
 }
 
 nonisolated(unsafe) var retainedSignalSources: [any DispatchSourceSignal] = []
+
+/// Runs `body` on every `sig` (e.g. SIGHUP: reload), off the signal handler.
+func onSignal(_ sig: Int32, _ body: @escaping @Sendable () -> Void) {
+    signal(sig, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+    source.setEventHandler(handler: body)
+    source.resume()
+    retainedSignalSources.append(source)
+}
 
 /// Writes a line to stdout at once (unbuffered), so that pipes see it while we run.
 func emit(_ line: String) {

@@ -30,7 +30,7 @@ private func validateType(_ type: String) throws {
 
 /// Prints the broker's answer, e.g. `{"type":"pdf","paused":true,"changed":true}`.
 private func typeControl(_ target: BrokerEndpointOption, _ action: ClientRequest.TypeAction, _ type: String) throws {
-    let client = try BrokerClient(context: ZMQContext(), endpoint: try target.endpoint)
+    let client = try target.client()
     let reply = try brokerCall(client) { .type(requestID: $0, action: action, type: type) }
     try failOnError(reply)
     guard case .type(_, let body) = reply else { throw ExitCode(1) }

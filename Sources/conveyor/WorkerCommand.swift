@@ -23,6 +23,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "In-process handler instead of --exec: echo, noop, sleep:MS.") var builtin: String?
     @Option(help: "Seconds between SIGTERM and SIGKILL when a task is stopped, and for running tasks on shutdown (default 5).") var grace: Double = 5
     @Option(help: "Exit after this many tasks.") var maxTasks: Int?
+    @OptionGroup var curve: CurveClientOptions
     @OptionGroup var heartbeat: HeartbeatOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -42,6 +43,7 @@ struct WorkerCommand: ParsableCommand {
             handler = b
         }
         var opts = Worker.Options(brokerEndpoint: endpoint, name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+        opts.security = try curve.security
         opts.types = (types ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         opts.concurrency = concurrency
         opts.heartbeatIntervalMs = try heartbeat.interval

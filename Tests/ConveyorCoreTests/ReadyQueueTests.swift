@@ -3,30 +3,36 @@ import XCTest
 
 /// The queue's storage, asked through the default (strict-priority) policy the
 /// way `Scheduler` asks it: these tests pin today's order exactly.
-extension ReadyQueue {
-    mutating func append(_ id: TaskID, type: String, priority: Priority) { append(id, type: type, priority: priority, since: 0) }
-    mutating func prepend(_ id: TaskID, type: String, priority: Priority) { prepend(id, type: type, priority: priority, since: 0) }
+struct Live: QueuedTasks {
+    let isLive: (TaskID) -> Bool
+    func isQueued(_ id: TaskID) -> Bool { isLive(id) }
+    func waitingSince(_ id: TaskID) -> Timestamp { 0 }
+}
 
+extension ReadyQueue {
     mutating func best(isLive: (TaskID) -> Bool, accepts: (String) -> Bool) -> (type: String, priority: Priority, entry: Entry)? {
         var policy = DispatchPolicy()
-        return policy.next(from: &self, now: 0, isLive: isLive, accepts: accepts)
+        return withoutActuallyEscaping(isLive) { f in policy.next(from: &self, now: 0, tasks: Live(isLive: f), accepts: accepts) }
     }
 
     func inDispatchOrder(isLive: (TaskID) -> Bool, limit: Int) -> [TaskID] {
-        DispatchPolicy().listing(self, now: 0, isLive: isLive, limit: limit)
+        withoutActuallyEscaping(isLive) { f in DispatchPolicy().listing(self, now: 0, tasks: Live(isLive: f), limit: limit) }
     }
 
     func position(of id: TaskID, type: String, priority: Priority, isLive: (TaskID) -> Bool) -> Int? {
         let level = Int(priority.rawValue)
         guard let e = lane(type: type, level: level)?.first(where: { $0.id == id }) else { return nil }
         let policy = DispatchPolicy()
-        return policy.position(type: type, own: policy.rank(e, level: level, now: 0), ownID: id, in: self, now: 0, isLive: isLive)
+        return withoutActuallyEscaping(isLive) { f in
+            policy.position(type: type, own: policy.rank(e, level: level, now: 0, tasks: Live(isLive: f)), ownID: id, in: self, now: 0,
+                            tasks: Live(isLive: f))
+        }
     }
 
     /// Where a task appended now would stand.
     func ahead(ofNew priority: Priority, type: String = "new") -> Int {
         DispatchPolicy().position(type: type, own: .init(level: Int(priority.rawValue), order: nextTailOrder), ownID: nil,
-                                  in: self, now: 0, isLive: { _ in true })
+                                  in: self, now: 0, tasks: Live(isLive: { _ in true }))
     }
 }
 

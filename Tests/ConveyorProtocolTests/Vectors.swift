@@ -116,6 +116,7 @@ extension ClientRequest {
             if let at = s.runAt { options["run_at_ms"] = .int(Int(at / 1000)) }
             if s.backoffMs != 1000 { options["backoff_ms"] = .int(Int(s.backoffMs)) }
             if s.backoffMaxMs != 300_000 { options["backoff_max_ms"] = .int(Int(s.backoffMaxMs)) }
+            if let o = s.owner { options["owner"] = .string(o) }
             return .object([
                 "command": .string("SUBMIT"), "request_id": .bytes(r), "type": .string(s.type),
                 "priority": .int(Int(s.priority.rawValue)), "timeout_ms": .optInt(s.timeoutMs), "payload": .bytes(s.payload),

@@ -83,11 +83,13 @@ final class FakeBroker: BrokerTransport, Sendable {
 
     /// Adds a task directly (as if submitted elsewhere).
     @discardableResult
-    func add(type: String = "pdf", priority: Priority = .normal, state st: String = "queued") -> TaskID {
+    func add(type: String = "pdf", priority: Priority = .normal, state st: String = "queued", owner: String? = nil) -> TaskID {
         state.withLock { s in
             let id = TaskID(raw: s.next)
             s.next += 1
-            s.tasks[id] = Record(id: id, spec: TaskSpec(type: type, priority: priority), state: st)
+            var spec = TaskSpec(type: type, priority: priority)
+            spec.owner = owner
+            s.tasks[id] = Record(id: id, spec: spec, state: st)
             s.order.append(id)
             return id
         }
@@ -151,6 +153,7 @@ final class FakeBroker: BrokerTransport, Sendable {
         if let r = t.result { w.field("result", r) }
         if let e = t.error { w.field("error", e) }
         w.field("dead", t.dead)
+        if let o = t.spec.owner { w.field("owner", o) }
         return w.finish()
     }
 

@@ -48,18 +48,40 @@ final class GatewayParsingTests: XCTestCase {
     }
 
     func testTokensCompareWholeTokens() {
-        let t = APITokens(commaSeparated: " alpha , beta,,")
+        let t = try! APITokens(environment: " alpha , beta,,")
         XCTAssertTrue(t.isEnabled)
         XCTAssertTrue(t.accepts("alpha"))
         XCTAssertTrue(t.accepts("beta"))
         for bad in ["", "alph", "alphaa", "ALPHA", "gamma", "alpha,beta"] { XCTAssertFalse(t.accepts(bad), bad) }
-        XCTAssertFalse(APITokens([]).isEnabled)
+        XCTAssertFalse(APITokens([String]()).isEnabled)
         XCTAssertFalse(APITokens(["  "]).isEnabled)
         XCTAssertEqual(APITokens.bearer("Bearer abc").map(String.init), "abc")
         XCTAssertEqual(APITokens.bearer("bearer  abc").map(String.init), "abc")
         XCTAssertNil(APITokens.bearer("Basic abc"))
         XCTAssertNil(APITokens.bearer("Bearer"))
         XCTAssertNil(APITokens.bearer(nil))
+    }
+
+    func testNamedScopedTokensAndTheTokensFile() throws {
+        let t = try APITokens(environment: "app:s3cret:submit+read, ops:adm:in:admin, legacy")
+        XCTAssertEqual(t.identify("s3cret")?.name, "app")
+        XCTAssertEqual(t.identify("s3cret")?.scopes, [.submit, .read])
+        XCTAssertEqual(t.identify("adm:in")?.name, "ops", "a token may contain ':'")
+        XCTAssertTrue(t.identify("adm:in")?.allows(.read) == true, "admin implies every scope")
+        XCTAssertEqual(t.identify("legacy")?.scopes, Set(Scope.allCases), "a bare token (the old form) has every scope")
+        XCTAssertNil(t.identify("app"))
+        XCTAssertEqual(t.identify("s3cret")?.owner, "http:app")
+        for bad in ["app:x:write", "app::read", ":x:read", "a b:x:read", "app:x:read,app:y:read"] {
+            XCTAssertThrowsError(try APITokens(environment: bad), bad) { e in
+                XCTAssertFalse("\(e)".contains("x:"), "errors never echo a secret: \(e)")
+            }
+        }
+        let digest = APITokens.hexString(APITokens.sha256("tok-1"))
+        let file = try APITokens(file: "# dashboard\nalice submit+read \(digest)\n\n", path: "tokens")
+        XCTAssertEqual(file.identify("tok-1")?.name, "alice")
+        XCTAssertNil(file.identify(digest), "the file's digest is not itself a token")
+        XCTAssertThrowsError(try APITokens(file: "alice read\n", path: "tokens")) { XCTAssertTrue("\($0)".contains("tokens:1")) }
+        XCTAssertThrowsError(try APITokens(file: "alice read abc\n", path: "t")) { XCTAssertTrue("\($0)".contains("SHA-256")) }
     }
 
     func testTimestampsParseToEpochMilliseconds() {

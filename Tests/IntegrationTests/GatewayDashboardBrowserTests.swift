@@ -48,7 +48,7 @@ final class GatewayDashboardBrowserTests: ClusterTestCase {
     }
 
     func testDashboardRendersLiveFiguresInHeadlessChromium() throws {
-        try cluster.startBroker(["--max-running", "1"])
+        try cluster.startBroker(["--max-running", "1", "--type-concurrency", "ok=1", "--rate-limit", "ok=100/min"])
         try cluster.startWorker(name: "dash-w1", ["--exec", "if [ \"$TASK_TYPE\" = fails ]; then echo 'boom: disk on fire' >&2; exit 3; fi; cat"], extra: ["--types", "ok,fails"])
         let gw = try cluster.startGateway(tokens: [Self.token])
         try cluster.waitForGatewayEvents(gw, token: Self.token)
@@ -69,6 +69,7 @@ final class GatewayDashboardBrowserTests: ClusterTestCase {
         }
         let stats = try gw.http.json("GET", "/api/queue/stats").json
         XCTAssertEqual(stats["queue_size"] as? Int, 3)
+        XCTAssertEqual(try gw.http.json("POST", "/api/types/held/pause", token: Self.token).status, 200)
 
         let dom = try dumpDOM("\(gw.baseURL)/?token=\(Self.token)")
         XCTAssertEqual(text(dom, id: "total-processed"), "5", "processed count in\n\(dom.prefix(4000))")
@@ -83,6 +84,13 @@ final class GatewayDashboardBrowserTests: ClusterTestCase {
         XCTAssertTrue(dom.contains("boom: disk on fire"), "recent failures list")
         XCTAssertTrue(dom.contains("<polyline"), "throughput chart drawn")
         XCTAssertTrue(dom.contains("held"), "queued tasks listed")
+        // Task types: limits, state and the pause/resume control; why queued tasks wait.
+        let types = try XCTUnwrap(dom.range(of: "id=\"task-types\"").map { String(dom[$0.upperBound...].prefix(3000)) })
+        XCTAssertTrue(types.contains("data-type=\"held\""), "the paused type has a row:\n\(types)")
+        XCTAssertTrue(types.contains(">paused<") && types.contains(">resume</button>"), "paused, with a resume button:\n\(types)")
+        XCTAssertTrue(types.contains(">0 of 1<"), "the concurrency limit of ok:\n\(types)")
+        XCTAssertTrue(types.contains("of 100 / 60 s"), "the rate window of ok:\n\(types)")
+        XCTAssertTrue(dom.contains(">paused</td>"), "queued tasks say what they wait for")
 
         // Without a token the public figures still render, and the page asks for one.
         let anonymous = try dumpDOM(gw.baseURL + "/", budgetMs: 3000)

@@ -17,6 +17,24 @@ import time
 
 import zmq
 
+
+def load_curve(args):
+    """(public, secret, server public) from zcert files, or None for plaintext."""
+    if not args.curve_key:
+        return None
+    import zmq.auth
+    public, secret = zmq.auth.load_certificate(args.curve_key)
+    server, _ = zmq.auth.load_certificate(args.curve_server_key)
+    if secret is None:
+        raise SystemExit(f"{args.curve_key}: no secret key (give the .key_secret file)")
+    return public, secret, server
+
+
+def apply_curve(sock, curve):
+    """CURVE client options; set before connect."""
+    if curve:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
+
 HDR = b"CVYC01"
 REPLIES = {b"ACCEPTED", b"REJECTED", b"STATUS", b"CANCELLED", b"STATS", b"TASKS", b"PONG", b"ERROR"}
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
@@ -28,10 +46,12 @@ class Failure(Exception):
 
 
 class Client:
-    def __init__(self, endpoint, timeout_s):
+    def __init__(self, endpoint, timeout_s, curve=None):
         self.ctx = zmq.Context()
+        self.curve = curve
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        apply_curve(self.sock, self.curve)
         self.sock.connect(endpoint)
         self.deadline = time.monotonic() + timeout_s
         self.prefix = os.urandom(4).hex().encode()
@@ -111,6 +131,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Conveyor CVY/1 example client")
     ap.add_argument("--broker", default="tcp://127.0.0.1:5555", help="client endpoint of the broker")
     ap.add_argument("--timeout", type=float, default=30.0, help="overall time limit in seconds (default 30)")
+    ap.add_argument("--curve-key", help="this peer's NAME.key_secret (CURVE, spec §13)")
+    ap.add_argument("--curve-server-key", help="the broker's broker.key (CURVE, spec §13)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("submit", help="submit a task; print its task id")
     s.add_argument("--type", required=True)
@@ -126,7 +148,7 @@ def main(argv=None):
     sub.add_parser("ping")
     a = ap.parse_args(argv)
 
-    c = Client(a.broker, a.timeout)
+    c = Client(a.broker, a.timeout, load_curve(a))
     try:
         if a.cmd == "submit":
             opts = [o.encode() for o in a.opt]

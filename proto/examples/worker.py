@@ -19,6 +19,24 @@ import time
 
 import zmq
 
+
+def load_curve(args):
+    """(public, secret, server public) from zcert files, or None for plaintext."""
+    if not args.curve_key:
+        return None
+    import zmq.auth
+    public, secret = zmq.auth.load_certificate(args.curve_key)
+    server, _ = zmq.auth.load_certificate(args.curve_server_key)
+    if secret is None:
+        raise SystemExit(f"{args.curve_key}: no secret key (give the .key_secret file)")
+    return public, secret, server
+
+
+def apply_curve(sock, curve):
+    """CURVE client options; set before connect."""
+    if curve:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
+
 HDR = b"CVYW01"
 
 
@@ -34,6 +52,7 @@ class Worker:
     def __init__(self, a):
         self.a = a
         self.hb = a.heartbeat_ms / 1000.0
+        self.curve = load_curve(a)
         self.ctx = zmq.Context()
         self.sock = None
         self.tasks = {}  # (task_id, attempt) -> [due time, payload]
@@ -57,6 +76,7 @@ class Worker:
             self.tasks.clear()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        apply_curve(self.sock, self.curve)
         self.sock.connect(self.a.broker)
         self.send(b"READY", self.a.name.encode(), self.a.types.encode(), str(self.a.capacity).encode())
         self.draining = bool(self.a.max_tasks) and self.taken >= self.a.max_tasks
@@ -152,6 +172,8 @@ def main(argv=None):
     ap.add_argument("--heartbeat-ms", type=int, default=1000, help="must match the broker")
     ap.add_argument("--liveness", type=int, default=3, help="must match the broker")
     ap.add_argument("--give-up", type=float, default=60.0, help="exit 1 after this long without a message from the broker (0 = never)")
+    ap.add_argument("--curve-key", help="this peer's NAME.key_secret (CURVE, spec §13)")
+    ap.add_argument("--curve-server-key", help="the broker's broker.key (CURVE, spec §13)")
     a = ap.parse_args(argv)
     if not 1 <= a.capacity <= 1024 or not 1 <= len(a.name.encode()) <= 128 or a.heartbeat_ms < 1 or a.liveness < 1:
         ap.error("capacity must be 1..1024, name 1..128 bytes, heartbeat and liveness positive")

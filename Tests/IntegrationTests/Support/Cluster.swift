@@ -3,6 +3,7 @@ import ConveyorCore
 import ConveyorProtocol
 import Foundation
 import XCTest
+import ConveyorTransport
 import ZeroMQ
 
 /// Real broker, worker and gateway processes on loopback with ephemeral
@@ -15,6 +16,11 @@ final class Cluster: @unchecked Sendable {
     private(set) var workers = ""
     private(set) var events = ""
     private var counter = 0
+    /// With CURVE: the key set, the security of `client()` (an admin key) and
+    /// the flags every worker gets.
+    var keys: KeySet?
+    var clientSecurity: SocketProfile.Security = .none
+    var workerCurveArgs: [String] = []
 
     /// The `conveyor` executable built next to this test bundle.
     static var binary: String {
@@ -63,14 +69,19 @@ final class Cluster: @unchecked Sendable {
     func startWorker(name: String, _ handler: [String] = ["--builtin", "echo"], extra: [String] = [], waitForJoin: Bool = true) throws -> ManagedProcess {
         let before = try stats()["workers_connected"] as? Int ?? 0
         let p = try launch("worker-\(name)", ["worker", "--broker", workers, "--name", name,
-                                              "--heartbeat-interval", "200", "--heartbeat-liveness", "3"] + handler + extra)
+                                              "--heartbeat-interval", "200", "--heartbeat-liveness", "3"] + handler + extra
+                                              + (extra.contains("--curve-key") ? [] : workerCurveArgs))
         if waitForJoin {
             _ = try eventually("worker \(name) to join") { (try stats()["workers_connected"] as? Int ?? 0) > before ? true : nil }
         }
         return p
     }
 
-    func client() throws -> BrokerClient { try BrokerClient(context: context, endpoint: clients) }
+    func client() throws -> BrokerClient { try BrokerClient(context: context, endpoint: clients, security: clientSecurity) }
+
+    func client(security: SocketProfile.Security) throws -> BrokerClient {
+        try BrokerClient(context: context, endpoint: clients, security: security)
+    }
 
     func stats() throws -> [String: Any] {
         let c = try client()
