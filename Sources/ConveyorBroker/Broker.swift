@@ -77,6 +77,7 @@ public final class Broker: @unchecked Sendable {
         }
         let s = config.scheduler
         logger.info("broker started", metadata: [
+            "version": "\(ConveyorVersion.current)",
             "clients": "\(bound.clients)", "workers": "\(bound.workers)", "events": "\(bound.events)",
             "max_running": "\(s.maxRunning)", "max_queue": "\(s.maxQueue)", "task_timeout_s": "\(s.defaultTimeoutMs / 1000)",
             "heartbeat_ms": "\(s.heartbeatIntervalMs)x\(s.heartbeatLiveness)", "max_deliveries": "\(s.maxDeliveries)",
@@ -483,6 +484,7 @@ public final class Broker: @unchecked Sendable {
         let c = scheduler.counters
         let s = config.scheduler
         var w = JSONWriter(capacity: 768)
+        w.field("version", ConveyorVersion.current)
         w.field("total_processed", c.succeeded + c.failed + c.timedOut)
         w.field("total_success", c.succeeded)
         w.field("total_failed", c.failed)
