@@ -29,6 +29,7 @@ public final class Broker: @unchecked Sendable {
     private var replies: [(peer: [UInt8], frames: [[UInt8]])] = []
     private var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
     private var malformed = 0
+    private var capacityWarning = CapacityWarning()
     private var lastSubmitter: PeerID?
     private var staleFromUnknownPeers = 0
     private var undeliverable = 0
@@ -265,6 +266,7 @@ public final class Broker: @unchecked Sendable {
         if case .ready(let name, let types, let capacity) = message {
             scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
             logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
+            if let warning = capacityWarning.check(totalCapacity: scheduler.allWorkers.reduce(0, { $0 + $1.capacity }), maxRunning: config.scheduler.maxRunning) { logger.warning("\(warning)") }
             return
         }
         guard scheduler.heard(from: peer, now: now) else {
