@@ -205,6 +205,7 @@ public final class Broker: @unchecked Sendable {
             w.field("running", raw: JSONWriter.array(runningJSON))
             w.field("queued", raw: JSONWriter.array(queuedJSON))
             w.field("queue_size", scheduler.queueSize)
+            w.field("workers", raw: WorkerJSON.list(scheduler.allWorkers, now: now, wall: scheduler.wall))
             reply(peer, .tasks(requestID: rid, json: w.finish()))
         case .ping(let rid):
             reply(peer, .pong(requestID: rid))
