@@ -16,7 +16,7 @@ struct Conveyor: ParsableCommand {
         subcommands: [
             BrokerCommand.self, WorkerCommand.self, GatewayCommand.self, UpCommand.self,
             SubmitCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
-            EventsCommand.self, DeadCommand.self, PauseCommand.self, ResumeCommand.self,
+            EventsCommand.self, DeadCommand.self, PauseCommand.self, ResumeCommand.self, TasksCommand.self,
             ConfigCommand.self, BenchCommand.self,
         ]
     )
