@@ -56,6 +56,7 @@ enum Settings {
         Setting("CONVEYOR_EVENTS_OUT", nil, "republish the event stream on this XPUB endpoint (gateway --events-out)"),
         Setting("CONVEYOR_GATEWAY_TIMEOUT_MS", "5000", "ms before a silent broker means 503, 10-600000 (gateway --broker-timeout)"),
         Setting("CONVEYOR_API_TOKENS", nil, secret: true, "comma-separated bearer tokens; unset: authentication off"),
+        Setting("CONVEYOR_RESOURCES", nil, "directory holding the dashboard; unset: conveyor_ConveyorGateway.resources next to the binary"),
         // conveyor up.
         Setting("CONVEYOR_UP_WORKERS", "2", "workers per pool that `conveyor up` starts, 1-64 (up --workers)"),
         Setting("CONVEYOR_HANDLERS_DIR", nil, "directory of document.py, pdf.py, youtube.py; unset: ops/handlers found above the binary (up --handlers)"),
