@@ -97,6 +97,12 @@ public final class Supervisor {
         }
     }
 
+    /// Counts as a SIGINT/SIGTERM: safe from any thread (it only writes to the self-pipe).
+    public func requestStop() {
+        var b: UInt8 = 1
+        _ = write(signalPipe.write, &b, 1)
+    }
+
     // MARK: Children
 
     /// Starts a child now.

@@ -60,6 +60,30 @@ final class SupervisorTests: XCTestCase {
         XCTAssertTrue(c.logs.contains { $0.contains("did not stop within 0.5 s: SIGKILL") }, "\(c.logs)")
     }
 
+    func testASecondStopRequestDuringShutdownKillsEverythingAtOnce() throws {
+        let c = Captured()
+        var sup: Supervisor?
+        // The second request arrives as soon as the graceful stop has begun (an event, not a timer).
+        let s = Supervisor(sinks: .init(output: { _, _, _ in }, log: { line in
+            c.logs.append(line)
+            if line.hasPrefix("stopping slow-a") { sup?.requestStop() }
+        }))
+        sup = s
+        try s.start(sh("slow-a", "trap '' TERM; echo up; while :; do sleep 0.05; done", ready: "up", grace: 30))
+        try s.start(sh("slow-b", "trap '' TERM; echo up; while :; do sleep 0.05; done", ready: "up", grace: 30))
+        try s.run(timeout: 10, what: "ready") { s.isReady("slow-a") && s.isReady("slow-b") }
+        let pids = Array(s.pids.values)
+        s.requestStop()
+        s.pump(timeoutMs: 0)
+        XCTAssertEqual(s.stopRequests, 1)
+        let t0 = Date()
+        XCTAssertFalse(s.shutdown(order: [["slow-a"], ["slow-b"]]), "forced")
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10, "did not wait out the 30 s grace")
+        XCTAssertTrue(c.logs.contains("second signal: killing every child"), "\(c.logs)")
+        for p in pids { XCTAssertFalse(alive(p), "pid \(p) left behind") }
+        sup = nil
+    }
+
     func testWaitingAbortsWhenAWatchedChildExits() throws {
         let sup = makeSupervisor(Captured())
         try sup.start(sh("early", "echo failing >&2; exit 3", ready: "never"))
