@@ -8,6 +8,7 @@ import PackageDescription
 //   ConveyorJournal (SQLite journal of core events)
 //   ConveyorBroker / ConveyorWorker / ConveyorClient (ZeroMQ adapters)
 //   ConveyorGateway (HTTP/WebSocket over ConveyorClient)
+//   ConveyorOps (the CLI's supervision, .env configuration and terminal rendering; no Conveyor deps)
 //   conveyor (the CLI)
 let package = Package(
     name: "conveyor",
@@ -87,11 +88,12 @@ let package = Package(
             ],
             resources: [.copy("Resources")]
         ),
+        .target(name: "ConveyorOps"),
         .executableTarget(
             name: "conveyor",
             dependencies: [
                 "ConveyorBroker", "ConveyorWorker", "ConveyorClient", "ConveyorGateway", "ConveyorCore",
-                "ConveyorProtocol", "ZeroMQ", "ConveyorTransport",
+                "ConveyorProtocol", "ConveyorOps", "ZeroMQ", "ConveyorTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -100,6 +102,7 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "ConveyorTransportTests", dependencies: ["ConveyorTransport", "ZeroMQ"]),
         .testTarget(name: "ConveyorCoreTests", dependencies: ["ConveyorCore"]),
+        .testTarget(name: "ConveyorOpsTests", dependencies: ["ConveyorOps"]),
         .testTarget(
             name: "ConveyorProtocolTests",
             dependencies: ["ConveyorProtocol", "ConveyorCore"]

@@ -31,6 +31,7 @@ public final class Broker: @unchecked Sendable {
     private var replies: [(peer: [UInt8], frames: [[UInt8]])] = []
     private var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
     private var malformed = 0
+    private var capacityWarning = CapacityWarning()
     private var lastSubmitter: PeerID?
     private var staleFromUnknownPeers = 0
     private var undeliverable = 0
@@ -107,6 +108,7 @@ public final class Broker: @unchecked Sendable {
         }
         let s = config.scheduler
         logger.info("broker started", metadata: [
+            "version": "\(ConveyorVersion.current)",
             "clients": "\(bound.clients)", "workers": "\(bound.workers)", "events": "\(bound.events)",
             "max_running": "\(s.maxRunning)", "max_queue": "\(s.maxQueue)", "task_timeout_s": "\(s.defaultTimeoutMs / 1000)",
             "heartbeat_ms": "\(s.heartbeatIntervalMs)x\(s.heartbeatLiveness)", "max_deliveries": "\(s.maxDeliveries)",
@@ -277,6 +279,7 @@ public final class Broker: @unchecked Sendable {
             w.field("running", raw: JSONWriter.array(Array(runningJSON)))
             w.field("queued", raw: JSONWriter.array(Array(queuedJSON)))
             w.field("queue_size", scheduler.queueSize)
+            w.field("workers", raw: WorkerJSON.list(scheduler.allWorkers, now: now, wall: scheduler.wall))
             reply(peer, .tasks(requestID: rid, json: w.finish()))
         case .ping(let rid):
             reply(peer, .pong(requestID: rid))
@@ -348,6 +351,7 @@ public final class Broker: @unchecked Sendable {
             scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
             if !userID.isEmpty { workerKeys[peer] = userID }
             logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
+            if let warning = capacityWarning.check(totalCapacity: scheduler.allWorkers.reduce(0, { $0 + $1.capacity }), maxRunning: config.scheduler.maxRunning) { logger.warning("\(warning)") }
             return
         }
         guard scheduler.heard(from: peer, now: now) else {
@@ -592,6 +596,7 @@ public final class Broker: @unchecked Sendable {
         let c = scheduler.counters
         let s = config.scheduler
         var w = JSONWriter(capacity: 768)
+        w.field("version", ConveyorVersion.current)
         w.field("total_processed", c.succeeded + c.failed + c.timedOut)
         w.field("total_success", c.succeeded)
         w.field("total_failed", c.failed)

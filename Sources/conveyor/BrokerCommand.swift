@@ -16,23 +16,23 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Client ROUTER endpoint (env CONVEYOR_CLIENTS_ENDPOINT).") var clients: String?
     @Option(help: "Worker ROUTER endpoint (env CONVEYOR_WORKERS_ENDPOINT).") var workers: String?
     @Option(help: "Event XPUB endpoint (env CONVEYOR_EVENTS_ENDPOINT).") var events: String?
-    @Option(help: "Tasks running at once across all workers (env MAX_CONCURRENT_ANALYSIS_TASKS, default 3).") var maxRunning: Int?
-    @Option(help: "Queued tasks before submissions are rejected (env ANALYSIS_QUEUE_MAX_SIZE, default 100).") var maxQueue: Int?
-    @Option(help: "Default task timeout in seconds (env ANALYSIS_TASK_TIMEOUT, default 3600).") var taskTimeout: Int?
-    @Option(help: "Dispatches a task may lose with dying workers before it fails worker_lost (default 3).") var maxDeliveries: Int?
+    @Option(help: "Tasks running at once across all workers, 1-100000 (env MAX_CONCURRENT_ANALYSIS_TASKS, default 3). A warning is logged when the workers' total capacity exceeds it.") var maxRunning: Int?
+    @Option(help: "Queued tasks before submissions are rejected queue_full, 0-100000000 (env ANALYSIS_QUEUE_MAX_SIZE, default 100; 0 rejects every submission but delayed ones, with a warning).") var maxQueue: Int?
+    @Option(help: "Default task timeout in seconds, 1-604800 (env ANALYSIS_TASK_TIMEOUT, default 3600).") var taskTimeout: Int?
+    @Option(help: "Dispatches a task may lose with dying workers before it fails worker_lost, 1-1000 (env CONVEYOR_MAX_DELIVERIES, default 3).") var maxDeliveries: Int?
     @Option(help: "Comma-separated task types to accept; others are rejected unknown_type (env CONVEYOR_TASK_TYPES; default any).") var types: String?
-    @Option(help: "Largest payload in bytes (env CONVEYOR_MAX_PAYLOAD_BYTES, default 10485760).") var maxPayload: Int?
+    @Option(help: "Largest payload in bytes, 0-268435456 (env CONVEYOR_MAX_PAYLOAD_BYTES, default 10485760).") var maxPayload: Int?
     @Option(help: "Journal directory (env CONVEYOR_DATA_DIR, default ./data).") var dataDir: String?
     @Option(help: "fsync (default), batch or none (env CONVEYOR_DURABILITY).") var durability: String?
-    @Option(help: "Seconds finished tasks keep their results (env CONVEYOR_RESULT_TTL, default 86400).") var resultTTL: Int64?
+    @Option(help: "Seconds finished tasks keep their results, 1-31536000 (env CONVEYOR_RESULT_TTL, default 86400).") var resultTTL: Int64?
     @Option(help: "Per-type concurrency across the pool, e.g. youtube=2,pdf=3 (env CONVEYOR_TYPE_CONCURRENCY).") var typeConcurrency: String?
     @Option(help: "Per-type dispatch rate limits over a sliding window, e.g. youtube=15/min,pdf=2/s (units /s, /min, /h; env CONVEYOR_RATE_LIMITS).")
     var rateLimit: String?
     @Option(help: "Per-type cost budgets over a sliding window of the units workers report, e.g. youtube=1000000/min (env CONVEYOR_COST_LIMITS).")
     var costLimit: String?
-    @Option(help: "Starvation control: a queued task counts one level higher for every this many seconds it waits (env CONVEYOR_AGING; default off = strict priority).")
+    @Option(help: "Starvation control: a queued task counts one level higher for every this many seconds it waits 0.001-31536000 (env CONVEYOR_AGING; default off = strict priority).")
     var aging: Double?
-    @Option(help: "Seconds a type is held after a worker's RETRY_LATER that names no delay (env CONVEYOR_HOLD_DEFAULT, default 30).")
+    @Option(help: "Seconds a type is held after a worker's RETRY_LATER that names no delay, 0-86400 (env CONVEYOR_HOLD_DEFAULT, default 30).")
     var holdDefault: Double?
     @Option(help: "CURVE key directory: broker.key_secret and the allowlists clients/, workers/, subscribers/, admins/ (env CONVEYOR_CURVE_DIR). Required for non-loopback endpoints unless --insecure.")
     var curveDir: String?
@@ -99,6 +99,9 @@ struct BrokerCommand: ParsableCommand {
         }
 
         let logger = try logging.bootstrap("conveyor.broker")
+        if s.maxQueue == 0 {
+            logger.warning("--max-queue is 0 (ANALYSIS_QUEUE_MAX_SIZE): the broker rejects every submission (queue_full) except delayed ones")
+        }
         let context = ZMQContext()
         let journal: (any TaskJournal)?
         do {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConveyorClient
 import ConveyorCore
+import ConveyorOps
 import ConveyorProtocol
 import Foundation
 import ConveyorTransport
@@ -43,7 +44,8 @@ struct SubmitCommand: ParsableCommand {
     @Option(help: "Idempotency key: resubmitting with the same key returns the same task.") var idempotencyKey: String?
     @Option(help: "Seconds to wait before the task becomes due.") var delay: Double?
     @Option(help: "JSON lines file of tasks to submit (- for stdin).") var batch: String?
-    @Flag(help: "Wait for the outcome; print only the result on stdout.") var wait = false
+    @Flag(help: "Wait for the outcome; print only the result on stdout (on a terminal, a live progress bar on stderr).") var wait = false
+    @Flag(name: [.short, .long], help: "Print only the result (with --wait) or the task id: no progress, no task id on stderr.") var quiet = false
 
     func validate() throws {
         if batch == nil {
@@ -86,33 +88,58 @@ struct SubmitCommand: ParsableCommand {
             emit(id.description)
             return
         }
-        writeErr(id.description)
+        let started = Date()
+        // A terminal gets one line redrawn in place; pipes and files get plain lines.
+        let live = !quiet && isatty(STDERR_FILENO) == 1
+        var lastPercent: Int?, lastMessage = "queued"
+        func redraw() {
+            let cols = Int(terminalSize(STDERR_FILENO)?.columns ?? 80)
+            FileHandle.standardError.write(Data(("\r\u{1B}[2K" + ProgressLine.render(percent: lastPercent, message: lastMessage,
+                                                                                    elapsed: Date().timeIntervalSince(started), width: cols - 1)).utf8))
+        }
+        let finish = { (state: String, body: [UInt8]) throws in
+            if live {
+                let detail = state == "succeeded" ? "" : String(decoding: body, as: UTF8.self)
+                FileHandle.standardError.write(Data(("\r\u{1B}[2K" + ProgressLine.final(state: state, elapsed: Date().timeIntervalSince(started), detail: detail) + "\n").utf8))
+            }
+            try self.finish(state: state, body: body, reported: live)
+        }
+        if !quiet { writeErr(id.description) }
+        if live { redraw() }
         while true {
             guard let n = try client.nextNotification(timeoutMs: 1000) else {
+                if live { redraw() }
                 // Still connected? The outcome may have raced our connection; ask.
                 let s = try brokerCall(client) { .status(requestID: $0, id: id) }
                 if case .status(_, let json) = s, let obj = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any],
                    let state = obj["state"] as? String, ["succeeded", "failed", "timed_out", "cancelled"].contains(state) {
-                    return try finish(state: state, body: Array(((obj["result"] ?? obj["error"]) as? String ?? "").utf8))
+                    return try finish(state, Array(((obj["result"] ?? obj["error"]) as? String ?? "").utf8))
                 }
                 continue
             }
             switch n {
             case .progress(let tid, let p, let m) where tid == id:
-                writeErr("progress \(p.map { "\($0)%" } ?? "") \(m)")
+                if live {
+                    lastPercent = p.map { Int($0) }
+                    lastMessage = m
+                    redraw()
+                } else if !quiet {
+                    writeErr("progress \(p.map { "\($0)%" } ?? "") \(m)")
+                }
             case .finished(let tid, let state, let body) where tid == id:
-                return try finish(state: state, body: body)
+                return try finish(state, body)
             default: continue
             }
         }
     }
 
-    private func finish(state: String, body: [UInt8]) throws {
+    /// - Parameter reported: the live line already showed the final state.
+    private func finish(state: String, body: [UInt8], reported: Bool) throws {
         if state == "succeeded" {
             FileHandle.standardOutput.write(Data(body))
             return
         }
-        writeErr("\(state) \(String(decoding: body, as: UTF8.self))")
+        if !reported { writeErr("\(state) \(String(decoding: body, as: UTF8.self))") }
         throw ExitCode(1)
     }
 
@@ -228,29 +255,6 @@ struct CancelCommand: ParsableCommand {
         let reply = try brokerCall(client) { .cancel(requestID: $0, id: id) }
         try failOnError(reply)
         if case .cancelled(_, let tid, let previous) = reply { emit("cancelled \(tid) (was \(previous))") }
-    }
-}
-
-struct StatsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Show the broker's stats.")
-    @OptionGroup var target: BrokerEndpointOption
-    @Flag(help: "One JSON object.") var json = false
-    @Flag(help: "Refresh every second until interrupted.") var watch = false
-
-    func run() throws {
-        let client = try target.client()
-        repeat {
-            let reply = try brokerCall(client) { .stats(requestID: $0) }
-            try failOnError(reply)
-            guard case .stats(_, let body) = reply else { throw ExitCode(1) }
-            if json {
-                emit(String(decoding: body, as: UTF8.self))
-            } else if let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
-                for k in obj.keys.sorted() { emit("\(k): \(obj[k]!)") }
-                if watch { emit("") }
-            }
-            if watch { Thread.sleep(forTimeInterval: 1) }
-        } while watch
     }
 }
 

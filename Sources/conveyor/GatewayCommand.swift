@@ -19,12 +19,12 @@ struct GatewayCommand: ParsableCommand {
     )
 
     @Option(help: "Address to listen on (env CONVEYOR_GATEWAY_HOST, default 127.0.0.1).") var host: String?
-    @Option(help: "Port to listen on, 0 for an ephemeral one (env CONVEYOR_GATEWAY_PORT, default 8001).") var port: Int?
+    @Option(help: "Port to listen on, 0-65535, 0 for an ephemeral one (env CONVEYOR_GATEWAY_PORT, default 8001).") var port: Int?
     @OptionGroup var broker: BrokerEndpointOption
     @Option(help: "The broker's event endpoint (env CONVEYOR_EVENTS_ENDPOINT, default tcp://127.0.0.1:5557).") var events: String?
     @Option(help: "Republish the broker's events on this XPUB endpoint, e.g. tcp://127.0.0.1:5558 (env CONVEYOR_EVENTS_OUT; default: off).")
     var eventsOut: String?
-    @Option(help: "Milliseconds to wait for the broker before answering 503 (env CONVEYOR_GATEWAY_TIMEOUT_MS, default 5000).")
+    @Option(help: "Milliseconds to wait for the broker before answering 503, 10-600000 (env CONVEYOR_GATEWAY_TIMEOUT_MS, default 5000).")
     var brokerTimeout: Int?
     @Option(help: "Tokens file: one 'name scope+scope sha256hex' per line, see 'conveyor token new' (env CONVEYOR_TOKENS_FILE).")
     var tokensFile: String?

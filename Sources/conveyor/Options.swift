@@ -58,9 +58,9 @@ struct LoggingOptions: ParsableArguments {
 }
 
 struct HeartbeatOptions: ParsableArguments {
-    @Option(name: .long, help: "Heartbeat interval in milliseconds (default 1000).")
+    @Option(name: .long, help: "Heartbeat interval in milliseconds, 10-600000 (env CONVEYOR_HEARTBEAT_INTERVAL, default 1000).")
     var heartbeatInterval: Int64?
-    @Option(name: .long, help: "Missed heartbeats before a peer is dead (default 3).")
+    @Option(name: .long, help: "Missed heartbeats before a peer is dead, 1-100 (env CONVEYOR_HEARTBEAT_LIVENESS, default 3).")
     var heartbeatLiveness: Int64?
 
     var interval: Int64 { get throws { try setting(heartbeatInterval, "CONVEYOR_HEARTBEAT_INTERVAL", 1000, range: 10...600_000) } }

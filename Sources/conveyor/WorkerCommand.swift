@@ -16,24 +16,35 @@ struct WorkerCommand: ParsableCommand {
     )
 
     @Option(help: "The broker's worker endpoint (env CONVEYOR_WORKERS_ENDPOINT, default tcp://127.0.0.1:5556).") var broker: String?
-    @Option(help: "A stable name (default: host-pid).") var name: String?
-    @Option(help: "Comma-separated task types to accept (default: any).") var types: String?
-    @Option(help: "Tasks this worker runs at once (default 1).") var concurrency: Int = 1
-    @Option(help: "Shell command to run per task.") var exec: String?
+    @Option(help: "A stable name (env CONVEYOR_WORKER_NAME, default: host-pid).") var name: String?
+    @Option(help: "Comma-separated task types to accept (env CONVEYOR_WORKER_TYPES, default: any).") var types: String?
+    @Option(help: "Tasks this worker runs at once, 1-1024 (env CONVEYOR_WORKER_CONCURRENCY, default 1).") var concurrency: Int?
+    @Option(help: "Shell command to run per task (env CONVEYOR_WORKER_EXEC).") var exec: String?
     @Option(help: "In-process handler instead of --exec: echo, noop, sleep:MS.") var builtin: String?
-    @Option(help: "Seconds between SIGTERM and SIGKILL when a task is stopped, and for running tasks on shutdown (default 5).") var grace: Double = 5
+    @Option(help: "Seconds between SIGTERM and SIGKILL when a task is stopped, and for running tasks on shutdown, >= 0 (env CONVEYOR_WORKER_GRACE, default 5).")
+    var grace: Double?
     @Option(help: "Exit after this many tasks.") var maxTasks: Int?
     @OptionGroup var curve: CurveClientOptions
     @OptionGroup var heartbeat: HeartbeatOptions
     @OptionGroup var logging: LoggingOptions
 
+    /// A flag wins over its environment variable; `--builtin` wins over CONVEYOR_WORKER_EXEC.
+    private var command: String? { exec ?? (builtin == nil ? env("CONVEYOR_WORKER_EXEC") : nil) }
+
     func validate() throws {
-        guard (exec == nil) != (builtin == nil) else { throw ValidationError("give exactly one of --exec CMD or --builtin NAME") }
-        guard (1...1024).contains(concurrency) else { throw ValidationError("--concurrency must be 1...1024") }
-        guard grace >= 0 else { throw ValidationError("--grace must be >= 0") }
+        guard (command == nil) != (builtin == nil) else { throw ValidationError("give exactly one of --exec CMD or --builtin NAME") }
     }
 
     func run() throws {
+        let concurrency = try setting(self.concurrency, "CONVEYOR_WORKER_CONCURRENCY", 1, range: 1...1024)
+        let grace = try self.grace ?? env("CONVEYOR_WORKER_GRACE").map { text in
+            guard let g = Double(text) else { throw ValidationError("CONVEYOR_WORKER_GRACE='\(text)' must be seconds >= 0") }
+            return g
+        } ?? 5
+        guard grace >= 0, grace.isFinite else { throw ValidationError("--grace must be >= 0") }
+        let exec = command
+        let name = self.name ?? env("CONVEYOR_WORKER_NAME")
+        let types = self.types ?? env("CONVEYOR_WORKER_TYPES")
         let endpoint = try validateEndpoint(broker ?? env("CONVEYOR_WORKERS_ENDPOINT") ?? "tcp://127.0.0.1:5556", "--broker")
         let handler: any TaskHandler
         if let exec {
