@@ -32,7 +32,7 @@ _help_cache = {}
 
 def help_text(sub):
     if sub not in _help_cache:
-        proc = subprocess.run([str(conveyor_bin()), sub, "--help"], capture_output=True, timeout=30)
+        proc = subprocess.run([str(conveyor_bin()), *sub.split(), "--help"], capture_output=True, timeout=30)
         assert proc.returncode == 0, (sub, proc.stderr)
         _help_cache[sub] = proc.stdout.decode()
     return _help_cache[sub]

@@ -5,7 +5,7 @@ import re
 from deploy_support import ENV_EXAMPLE, REPO, UNITS, help_flags
 
 DOCS = [REPO / "ops" / "DEPLOY.md", REPO / "ops" / "handlers" / "README.md"]
-SUBCOMMANDS = ["broker", "worker", "gateway", "submit", "status", "cancel", "stats", "events", "dead"]
+SUBCOMMANDS = ["broker", "worker", "gateway", "submit", "status", "cancel", "stats", "events", "dead", "keygen", "token new"]
 # Flags of other programs the documents show (swift build, useradd, systemctl, yt-dlp).
 OTHER_TOOLS = {"--static-swift-stdlib", "--product", "--system", "--user-group", "--home-dir", "--shell",
                "--now", "--sub-langs"}
