@@ -182,30 +182,26 @@ public final class Gateway: Sendable {
     /// The WebSocket side of `/ws/{task_id}`: the same messages as the SSE stream,
     /// one JSON text message each, then a normal close.
     ///
-    /// The handshake is refused before the upgrade when the token, the id or
-    /// the task is wrong: the request then goes to the HTTP router's
-    /// `GET /ws/{id}`, which answers it as any route would (401, 403, 400,
-    /// 404). What can still fail after the upgrade is reported as one `error`
-    /// message with the API's `error_type`, then the connection is closed.
+    /// Every handshake on this path is accepted: hummingbird-websocket can
+    /// refuse one only with an empty 400 (its `.dontUpgrade`), which would hide
+    /// why, and browsers do not show handshake statuses at all. A bad token,
+    /// a missing scope, a bad id or a task the caller may not see is reported
+    /// as one `error` message with the API's `error_type`, then the connection
+    /// is closed — with 1008 (policy violation) for 401 and 403.
     public func makeWebSocketRouter() -> Router<BasicWebSocketRequestContext> {
         let router = Router(context: BasicWebSocketRequestContext.self)
-        router.ws("/ws/{id}") { request, context in
-            do {
-                let access = try self.authorize(request, .read, allowQueryToken: true)
-                let id = try Self.taskID(context)
-                if !access.isAdmin { _ = try await self.fetchStatus(id, access: access) }
-                return .upgrade([:])
-            } catch {
-                return .dontUpgrade
-            }
+        router.ws("/ws/{id}") { _, _ in
+            .upgrade([:])
         } onUpgrade: { inbound, outbound, ctx in
             func fail(_ e: APIError) async throws {
                 try await outbound.write(.text(String(decoding: StreamMessage(event: "error", json: e.json).json, as: UTF8.self)))
-                try await outbound.close(e.status == .unauthorized ? .policyViolation : .normalClosure, reason: e.type)
+                try await outbound.close(e.status == .unauthorized || e.status == .forbidden ? .policyViolation : .normalClosure, reason: e.type)
             }
             let stream: TaskStream
             do {
+                let access = try self.authorize(ctx.request, .read, allowQueryToken: true)
                 let id = try Self.taskID(ctx.requestContext)
+                if !access.isAdmin { _ = try await self.fetchStatus(id, access: access) }
                 stream = try await TaskStream.open(id, gateway: self)
             } catch let e as APIError {
                 return try await fail(e)
