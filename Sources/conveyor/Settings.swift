@@ -55,7 +55,12 @@ enum Settings {
         Setting("CONVEYOR_GATEWAY_PORT", "8001", "gateway port, 0-65535, 0 = ephemeral (gateway --port, up --http-port)"),
         Setting("CONVEYOR_EVENTS_OUT", nil, "republish the event stream on this XPUB endpoint (gateway --events-out)"),
         Setting("CONVEYOR_GATEWAY_TIMEOUT_MS", "5000", "ms before a silent broker means 503, 10-600000 (gateway --broker-timeout)"),
-        Setting("CONVEYOR_API_TOKENS", nil, secret: true, "comma-separated bearer tokens; unset: authentication off"),
+        Setting("CONVEYOR_API_TOKENS", nil, secret: true, "name:token:scope+scope or bare bearer tokens, comma-separated; unset: authentication off"),
+        Setting("CONVEYOR_TOKENS_FILE", nil, "tokens file of 'name scope+scope sha256hex' lines (gateway --tokens-file)"),
+        // CURVE.
+        Setting("CONVEYOR_CURVE_DIR", nil, "CURVE key directory: broker.key_secret and allowlists (broker/gateway --curve-dir)"),
+        Setting("CONVEYOR_CURVE_KEY", nil, "this program's NAME.key_secret (--curve-key)"),
+        Setting("CONVEYOR_CURVE_SERVER_KEY", nil, "the broker's broker.key (--curve-server-key)"),
         Setting("CONVEYOR_RESOURCES", nil, "directory holding the dashboard; unset: conveyor_ConveyorGateway.resources next to the binary"),
         // conveyor up.
         Setting("CONVEYOR_UP_WORKERS", "2", "workers per pool that `conveyor up` starts, 1-64 (up --workers)"),
