@@ -569,7 +569,13 @@ public struct Scheduler: Sendable {
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
         t.details?.worker = nil
-        // It keeps the waiting time it had before its dispatch (details.queuedSince), for aging.
+        // It keeps the waiting time it had before its dispatch (details.queuedSince),
+        // for aging — but no less than the task it goes in front of, so a lane
+        // stays ordered by waiting time and its head is its best-ranked task.
+        let level = Int(t.priority.rawValue)
+        if let d = t.details, let head = queue.liveHead(type: t.type, level: level, isLive: { tasks[$0]?.state == .queued && $0 != id }) {
+            d.queuedSince = min(d.queuedSince ?? now, Table(tasks: tasks).waitingSince(head.id))
+        }
         queue.prepend(id, type: t.type, priority: t.priority)
     }
 

@@ -351,9 +351,14 @@ private final class Simulation {
     }
 
     func prepend(_ id: TaskID) {
+        // No less waiting time than the task it goes in front of (its lane's head).
+        let laneHead = modelKey.filter { info[$0.key]!.type == info[id]!.type && info[$0.key]!.priority == info[id]!.priority }
+            .min { $0.value < $1.value }?.key
+        var since = min(sinceAtDispatch[id] ?? h.now, h.now)
+        if let laneHead, let s = modelSince[laneHead] { since = min(since, s) }
         modelKey[id] = nextHead
         nextHead -= 1
-        modelSince[id] = min(sinceAtDispatch[id] ?? h.now, h.now)
+        modelSince[id] = since
     }
 
     func level(_ id: TaskID) -> Int {
