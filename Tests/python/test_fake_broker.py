@@ -1,6 +1,7 @@
 """The package against a scripted broker (a pyzmq ROUTER in the test): exact frames,
-and the protocol-1.1 additions the real broker does not speak yet (WELCOME,
-RETRY_LATER, DONE's cost option, ACCEPTED's duplicate/state frames)."""
+the protocol-1.1 additions (WELCOME, TASK_BATCH, DONE_BATCH, RETRY_LATER, DONE's cost
+option, notify and the long ACCEPTED, SUBMIT_BATCH/SUBMITTED) and the fallbacks to a
+1.0 broker, which the real 1.1 broker cannot show."""
 from __future__ import annotations
 
 import threading
@@ -90,7 +91,7 @@ def test_ready_done_progress_frames_and_attempt_echo(fake):
     w = start_worker(fake.endpoint, {"t": h, "b": h}, name="w-1", concurrency=3)
     try:
         ident, ready = fake.expect(b"READY")
-        assert ready == [W, b"READY", b"w-1", b"b,t", b"3"]
+        assert ready == [W, b"READY", b"w-1", b"b,t", b"3", b"batch=3"]
         task(fake, ident, attempt=b"007")
         assert fake.expect(b"PROGRESS")[1] == [W, b"PROGRESS", TID, b"007", b"50", b"half"]
         assert fake.expect(b"PROGRESS")[1] == [W, b"PROGRESS", TID, b"007", b"", b""]
@@ -310,7 +311,8 @@ def test_client_frames_and_protocol_1_1_accepted(fake):
         th.start()
         ident, f = fake.expect(b"SUBMIT")
         assert f[:3] == [C, b"SUBMIT", f[2]] and f[3:7] == [b"pdf", b"3", b"1500", b"data"]
-        assert sorted(f[7:]) == [b"delay_ms=250", b"idempotency_key=k1", b"max_attempts=3"]
+        assert f[-1] == b"notify=all"  # last, so that a 1.0 broker can get the SUBMIT without it
+        assert sorted(f[7:-1]) == [b"delay_ms=250", b"idempotency_key=k1", b"max_attempts=3"]
         fake.send(ident, C, b"ACCEPTED", f[2], b"0190f3c2a1b20009", b"4", b"1", b"running")
         th.join(5)
         s = out["s"]

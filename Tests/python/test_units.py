@@ -41,25 +41,73 @@ def test_seconds_to_ms_rounds_up_and_checks_range():
         seconds_to_ms("1", "t", 0, 10)
 
 
+def _submit(*args, **kw):
+    spec = _common.build_spec(*args, **kw)
+    return spec.submit_fields(), spec.key, spec.delayed, spec.automatic
+
+
 def test_build_submit_frames():
-    fields, key, delayed, auto = _common.build_submit("render.page", "ü", "high", 2.0001, "k", 0, 5, True)
+    fields, key, delayed, auto = _submit("render.page", "ü", "high", 2.0001, "k", 0, 5, True)
     assert fields == [b"render.page", b"2", b"2001", "ü".encode(), b"max_attempts=5", b"idempotency_key=k",
-                      b"delay_ms=0"]
+                      b"delay_ms=0", b"notify=all"]
     assert (key, delayed, auto) == ("k", False, False)
-    fields, key, delayed, auto = _common.build_submit("t", b"", 0, None, None, None, None, True)
-    assert fields[:4] == [b"t", b"0", b"", b""] and auto and key.startswith("auto-") and len(fields) == 5
-    fields, key, _, auto = _common.build_submit("t", b"", 0, None, None, None, None, False)
-    assert len(fields) == 4 and key is None and not auto
-    fields, key, _, _ = _common.build_submit("t", b"", 0, None, False, 3, None, True)
-    assert key is None and fields[4:] == [b"delay_ms=3000"]
+    fields, key, delayed, auto = _submit("t", b"", 0, None, None, None, None, True)
+    assert fields[:4] == [b"t", b"0", b"", b""] and auto and key.startswith("auto-") and len(fields) == 6
+    fields, key, _, auto = _submit("t", b"", 0, None, None, None, None, False, "none")
+    assert fields == [b"t", b"0", b"", b"", b"notify=none"] and key is None and not auto
+    fields, key, _, _ = _submit("t", b"", 0, None, False, 3, None, True, "final")
+    assert key is None and fields[4:] == [b"delay_ms=3000", b"notify=final"]
     for bad in [dict(task_type=""), dict(task_type="a b"), dict(task_type="x" * 65), dict(max_attempts=0),
                 dict(max_attempts=101), dict(idempotency_key="k" * 129), dict(timeout=0), dict(timeout=604801),
-                dict(delay=-1)]:
+                dict(delay=-1), dict(notify="some")]:
         args = dict(task_type="t", payload=b"", priority=1, timeout=None, idempotency_key=None, delay=None,
                     max_attempts=None, auto_key=True)
         args.update(bad)
         with pytest.raises(ValueError):
-            _common.build_submit(**args)
+            _common.build_spec(**args)
+
+
+def test_batch_planning_frames_chunks_and_item_forms():
+    items = [conveyor.Submission("a", b"1", priority="high", max_attempts=2, idempotency_key="k", notify="none"),
+             {"type": "b", "payload": "2", "delay": 1}, ("c", b"3"), ("d",)]
+    n, chunks = _common.plan_batches(items, "final", False)
+    assert n == 4 and len(chunks) == 1 and chunks[0].start == 0 and not chunks[0].resendable
+    assert chunks[0].batch_fields() == [
+        b"4",
+        b"a", b"2", b"", b"1", b"3", b"max_attempts=2", b"idempotency_key=k", b"notify=none",
+        b"b", b"1", b"", b"2", b"2", b"delay_ms=1000", b"notify=final",
+        b"c", b"1", b"", b"3", b"1", b"notify=final",
+        b"d", b"1", b"", b"", b"1", b"notify=final"]
+    assert chunks[0].levels() == [b"none", b"final", b"final", b"final"]
+    n, chunks = _common.plan_batches(({"type": "t"} for _ in range(2500)), "all", True)
+    assert n == 2500 and [(c.start, len(c.specs)) for c in chunks] == [(0, 1000), (1000, 1000), (2000, 500)]
+    assert all(c.resendable for c in chunks)
+    _, chunks = _common.plan_batches([("t", b"x" * 600), ("t", b"x" * 600), ("t", b"x")], "all", True,
+                                     max_bytes=1000)
+    assert [len(c.specs) for c in chunks] == [1, 2]  # by payload bytes too
+    for bad, exc in [([("t",), ("bad type",)], ValueError), ([("t",), 7], TypeError),
+                     ([{"type": "t", "colour": 1}], TypeError), ([{"payload": b""}], TypeError)]:
+        with pytest.raises(exc) as ei:
+            _common.plan_batches(bad, "all", True)
+        assert "submission" in str(ei.value)
+    with pytest.raises(ValueError):
+        _common.plan_batches([("t",)], "sometimes", True)
+
+
+def test_submitted_decoding():
+    f = [b"CVYC01", b"SUBMITTED", b"r", b"ACCEPTED", TID, b"0", b"0", b"queued",
+         b"REJECTED", b"queue_full", b"full", b"", b"",
+         b"ACCEPTED", TID, b"0", b"1", b"running"]
+    assert _core.valid_submitted(f)
+    _, chunks = _common.plan_batches([("t",)] * 3, "all", True)
+    out = _core.decode_submitted(f, False, chunks[0].specs)
+    assert (out[0].duplicate, out[0].state) == (False, "queued")
+    assert type(out[1]) is conveyor.QueueFull and out[1].message == "full"
+    assert (out[2].duplicate, out[2].state, out[2].task_id) == (True, "running", TID.decode())
+    assert not _core.valid_submitted(f[:-1])
+    assert not _core.valid_submitted(f[:3])
+    assert not _core.valid_submitted(f[:3] + [b"MAYBE", TID, b"0", b"0", b"queued"])
+    assert not _core.valid_submitted(f[:3] + [b"ACCEPTED", TID, b"0", b"2", b"queued"])
 
 
 def test_status_decoding():

@@ -1,12 +1,14 @@
 """Conveyor: a Python client, worker and event subscriber for the Conveyor task queue.
 
-Speaks CVY/1 (proto/conveyor-protocol.md) over ZeroMQ with pyzmq::
+Speaks CVY/1 revision 1.1 (proto/conveyor-protocol.md) over ZeroMQ with pyzmq, and
+falls back to 1.0 by itself against an older broker::
 
     import conveyor
 
     with conveyor.Client("tcp://127.0.0.1:5555") as c:
         t = c.submit("pdf", b"report.pdf", priority="high")
         print(c.wait(t.task_id, timeout=60))
+        c.submit_many([conveyor.Submission("pdf", f"doc-{i}") for i in range(5000)], notify="none")
 
     w = conveyor.Worker("tcp://127.0.0.1:5556", concurrency=2)
 
@@ -32,7 +34,7 @@ from ._errors import (
     TaskTimedOut,
     WaitTimeout,
 )
-from ._protocol import Priority, Submitted, TaskStatus
+from ._protocol import Priority, Submission, Submitted, TaskStatus
 from .aio import AsyncClient
 from .client import Client
 from .events import Subscription, subscribe
@@ -52,6 +54,7 @@ __all__ = [
     "QueueFull",
     "Rejected",
     "RetryLater",
+    "Submission",
     "Submitted",
     "Subscription",
     "Task",

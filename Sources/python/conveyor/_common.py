@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
 import zmq
 
@@ -10,14 +10,16 @@ from ._curve import CurveKeys, apply_curve
 from ._protocol import (
     MAX_DELAY_MS,
     MAX_KEY_BYTES,
+    MAX_SUBMIT_BATCH,
     MAX_TIMEOUT_MS,
     PriorityLike,
+    Submission,
+    check_notify,
     check_type,
     parse_priority,
     seconds_to_ms,
     to_bytes,
 )
-from ._core import submit_fields
 
 DEFAULT_CLIENT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_WORKER_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -29,6 +31,7 @@ DEFAULT_EVENTS_ENDPOINT = "tcp://127.0.0.1:5557"
 ZMTP_HEARTBEAT_MS = 2000
 ZMTP_HEARTBEAT_TIMEOUT_MS = 6000
 MAX_MSG_SIZE = 256 * 1024 * 1024 + 64 * 1024
+BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per SUBMIT_BATCH before a new chunk starts
 
 _MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", zmq.EVENT_CONNECTED)
 EVENT_UP = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", zmq.EVENT_CONNECTED)
@@ -104,15 +107,37 @@ def read_monitor_event(mon: zmq.Socket) -> Optional[int]:
     return int.from_bytes(frames[0][:2], "little")
 
 
-def build_submit(task_type: Union[str, bytes], payload: Any, priority: PriorityLike, timeout: Optional[float],
-                 idempotency_key: Union[str, bytes, None, bool], delay: Optional[float],
-                 max_attempts: Optional[int], auto_key: bool
-                 ) -> Tuple[List[bytes], Optional[str], bool, bool]:
-    """Frames after the request id, the key sent (as text), whether delayed, whether the
-    key is ours (automatic)."""
+class Spec:
+    """One checked submission: what SUBMIT and a SUBMIT_BATCH group are built from."""
+
+    __slots__ = ("head", "options", "notify", "key", "delayed", "automatic")
+
+    def __init__(self, head: List[bytes], options: List[bytes], notify: bytes, key: Optional[str],
+                 delayed: bool, automatic: bool):
+        self.head = head  # type, priority, timeout_ms, payload
+        self.options = options  # without notify
+        self.notify = notify  # b"all" | b"final" | b"none"
+        self.key = key  # the idempotency key sent, as text, or None
+        self.delayed = delayed
+        self.automatic = automatic  # the key is ours
+
+    def submit_fields(self) -> List[bytes]:
+        """SUBMIT frames 3…, with ``notify=`` as the last frame (a 1.0 broker gets
+        them without it, see ClientCore.wire)."""
+        return [*self.head, *self.options, b"notify=" + self.notify]
+
+    def batch_fields(self) -> List[bytes]:
+        return [*self.head, b"%d" % (len(self.options) + 1), *self.options, b"notify=" + self.notify]
+
+
+def build_spec(task_type: Union[str, bytes], payload: Any, priority: PriorityLike, timeout: Optional[float],
+               idempotency_key: Union[str, bytes, None, bool], delay: Optional[float],
+               max_attempts: Optional[int], auto_key: bool, notify: str = "all") -> Spec:
+    """Check a submission's arguments (ValueError/TypeError) and encode them."""
     t = check_type(task_type)
     p = int(parse_priority(priority))
     body = to_bytes(payload)
+    nb = check_notify(notify)
     timeout_ms = None if timeout is None else seconds_to_ms(timeout, "timeout", 1, MAX_TIMEOUT_MS)
     options: List[bytes] = []
     if max_attempts is not None:
@@ -124,6 +149,7 @@ def build_submit(task_type: Union[str, bytes], payload: Any, priority: PriorityL
     if idempotency_key is None and auto_key:
         key_text = "auto-" + uuid.uuid4().hex
         automatic = True
+        options.append(b"idempotency_key=" + key_text.encode())
     elif idempotency_key is not None and idempotency_key is not False:
         if idempotency_key is True:
             raise TypeError("idempotency_key must be str or bytes (or None/False)")
@@ -132,14 +158,81 @@ def build_submit(task_type: Union[str, bytes], payload: Any, priority: PriorityL
             raise ValueError(f"idempotency_key must be 1-{MAX_KEY_BYTES} bytes, got {len(kb)}")
         key_text = kb.decode("utf-8", "replace")
         options.append(b"idempotency_key=" + kb)
-    if automatic:
-        options.append(b"idempotency_key=" + key_text.encode())
     delayed = False
     if delay is not None:
         delay_ms = seconds_to_ms(delay, "delay", 0, MAX_DELAY_MS)
         options.append(b"delay_ms=%d" % delay_ms)
         delayed = delay_ms > 0
-    return submit_fields(t, p, timeout_ms, body, options), key_text, delayed, automatic
+    head = [t, b"%d" % p, b"" if timeout_ms is None else b"%d" % timeout_ms, body]
+    return Spec(head, options, nb, key_text, delayed, automatic)
+
+
+_SUBMIT_ARGS = ("type", "payload", "priority", "timeout", "idempotency_key", "delay", "max_attempts", "notify")
+
+
+def as_submission(item: Any) -> Submission:
+    if isinstance(item, Submission):
+        return item
+    if isinstance(item, dict):
+        unknown = set(item) - set(_SUBMIT_ARGS)
+        if unknown:
+            raise TypeError(f"unknown submission keys: {', '.join(sorted(map(str, unknown)))}")
+        if "type" not in item:
+            raise TypeError("a submission dict needs a 'type'")
+        return Submission(**item)
+    if isinstance(item, (tuple, list)) and 1 <= len(item) <= 2:
+        return Submission(*item)
+    raise TypeError("submit_many() takes conveyor.Submission objects, dicts of submit() arguments "
+                    f"or (type, payload) tuples, not {type(item).__name__}")
+
+
+class Chunk:
+    """Up to MAX_SUBMIT_BATCH submissions that go in one SUBMIT_BATCH."""
+
+    __slots__ = ("start", "specs", "resendable")
+
+    def __init__(self, start: int, specs: List[Spec]):
+        self.start = start  # index of the first item in the caller's list
+        self.specs = specs
+        self.resendable = all(s.key is not None for s in specs)
+
+    def batch_fields(self) -> List[bytes]:
+        out: List[bytes] = [b"%d" % len(self.specs)]
+        for s in self.specs:
+            out += s.batch_fields()
+        return out
+
+    def levels(self) -> List[bytes]:
+        return [s.notify for s in self.specs]
+
+
+def plan_batches(items: Iterable[Any], notify: str, auto_key: bool, max_items: int = MAX_SUBMIT_BATCH,
+                 max_bytes: int = BATCH_BYTES) -> Tuple[int, List[Chunk]]:
+    """Check every item (nothing is sent if one is invalid: ValueError/TypeError
+    naming its index) and split them into chunks of at most ``max_items`` items and
+    about ``max_bytes`` of payload."""
+    check_notify(notify)
+    chunks: List[Chunk] = []
+    cur: List[Spec] = []
+    size = 0
+    n = 0
+    for i, item in enumerate(items):
+        try:
+            s = as_submission(item)
+            spec = build_spec(s.type, s.payload, s.priority, s.timeout, s.idempotency_key, s.delay,
+                              s.max_attempts, auto_key, notify if s.notify is None else s.notify)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"submission {i}: {e}") from None
+        plen = len(spec.head[3])
+        if cur and (len(cur) >= max_items or size + plen > max_bytes):
+            chunks.append(Chunk(n - len(cur), cur))
+            cur, size = [], 0
+        cur.append(spec)
+        size += plen
+        n += 1
+    if cur:
+        chunks.append(Chunk(n - len(cur), cur))
+    return n, chunks
 
 
 def tasks_limit(limit: int) -> bytes:

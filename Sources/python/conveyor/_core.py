@@ -17,6 +17,18 @@ SUBMIT without a key) are not, and end with ``BrokerUnavailable`` at their deadl
 unless their reply still arrives. Pushes (PROGRESS, FINISHED) go to the connection
 that submitted a task, so tasks of a lost connection, and tasks submitted elsewhere,
 are followed by polling STATUS instead.
+
+Protocol 1.1 (§5.2, §5.13). Every SUBMIT carries ``notify=LEVEL`` as its last frame,
+which also asks for the long ACCEPTED (``duplicate``, ``state``). A 1.0 broker
+rejects the option (REJECTED bad_request naming ``notify``): the core then marks the
+connection as 1.0 and sends that SUBMIT again, and every later one on the same
+connection, without the frame (``wire``). SUBMIT_BATCH answered ERROR
+``unknown_command`` marks the connection as one without batches
+(``batch_supported``); the drivers then submit the items one by one. Both marks are
+forgotten on a reconnection, because the broker may have been upgraded meanwhile.
+Only tasks whose pushes the broker will send are followed by push: ``notify=all``
+ones for PROGRESS and FINISHED, ``notify=final`` ones for FINISHED only;
+``notify=none`` tasks, and progress of ``final`` ones, are followed by STATUS polls.
 """
 from __future__ import annotations
 
@@ -73,6 +85,7 @@ REPLY_COMMANDS = {
     b"DEAD": 4,
     b"PONG": 3,
     b"ERROR": 5,
+    b"SUBMITTED": 8,
 }
 
 END = object()  # end of a progress stream
@@ -99,9 +112,11 @@ def outcome_result(task_id: str, outcome: Outcome) -> bytes:
 
 
 class Request:
-    __slots__ = ("rid", "frames", "resendable", "sent_gen", "in_doubt", "resent", "future", "callback", "deadline")
+    __slots__ = ("rid", "frames", "resendable", "sent_gen", "in_doubt", "resent", "future", "callback", "deadline",
+                 "levels", "stripped")
 
-    def __init__(self, rid: bytes, frames: List[bytes], resendable: bool, future: Any, callback: Any, deadline: float):
+    def __init__(self, rid: bytes, frames: List[bytes], resendable: bool, future: Any, callback: Any, deadline: float,
+                 levels: Optional[List[bytes]] = None):
         self.rid = rid
         self.frames = frames
         self.resendable = resendable
@@ -111,6 +126,9 @@ class Request:
         self.future = future
         self.callback = callback  # internal requests: callback(frames or None on expiry)
         self.deadline = deadline
+        # SUBMIT: [notify level] (its last frame is notify=…); SUBMIT_BATCH: one per item.
+        self.levels = levels
+        self.stripped = False  # sent without its notify frame (to a 1.0 broker)
 
 
 class _Watch:
@@ -135,8 +153,13 @@ class ClientCore:
         self.gen = 0
         self.connected = False
         self.closed = False
-        # task_id -> connection it was submitted on, for tasks whose pushes we expect.
-        self.own: "OrderedDict[bytes, int]" = OrderedDict()
+        # task_id -> (connection it was submitted on, PROGRESS pushed too), for tasks
+        # whose FINISHED push we expect.
+        self.own: "OrderedDict[bytes, Tuple[int, bool]]" = OrderedDict()
+        # Connections found to be 1.0 brokers: for notify (SUBMIT) and for SUBMIT_BATCH.
+        self.v10_submit_gen = -1
+        self.v10_batch_gen = -1
+        self._again: List[Request] = []  # to send again now (the notify fallback)
         self.progress_buf: Dict[bytes, List[Tuple[Optional[int], str]]] = {}
         # task_id -> (outcome, progress items) for tasks that finished by push.
         self.finished: "OrderedDict[bytes, Tuple[Outcome, List[Tuple[Optional[int], str]]]]" = OrderedDict()
@@ -170,14 +193,34 @@ class ClientCore:
     def _timer(self, when: float, kind: int, key: bytes) -> None:
         heapq.heappush(self.timers, (when, next(self.tseq), kind, key))
 
-    def push_expected(self, task_id: bytes) -> bool:
+    def push_expected(self, task_id: bytes, w: Optional[_Watch] = None) -> bool:
+        """FINISHED will come by push (and PROGRESS too if ``w`` has subscribers)."""
         g = self.own.get(task_id)
-        return g is not None and g == self.gen and self.connected
+        return (g is not None and g[0] == self.gen and self.connected
+                and (g[1] or w is None or not w.subs))
+
+    def wire(self, req: Request) -> List[bytes]:
+        """The frames to send for ``req`` now: a SUBMIT without its notify frame on
+        a connection that turned out to be a 1.0 broker's."""
+        if self.v10_submit_gen == self.gen and req.levels is not None and req.frames[1] == b"SUBMIT":
+            req.stripped = True
+            return req.frames[:-1]
+        req.stripped = False
+        return req.frames
+
+    def batch_supported(self) -> bool:
+        return self.v10_batch_gen != self.gen
+
+    def batch_unsupported(self) -> None:
+        """SUBMIT_BATCH was answered unknown_command on this connection."""
+        with self.lock:
+            self.v10_batch_gen = self.gen
 
     # ----- requests -------------------------------------------------------------
 
     def request(self, command: bytes, fields: List[bytes], resendable: bool, *,
-                callback: Any = None, timeout: Optional[float] = None) -> Request:
+                callback: Any = None, timeout: Optional[float] = None,
+                levels: Optional[List[bytes]] = None) -> Request:
         """A new request; the driver sends ``req.frames`` and calls ``sent(req)``."""
         with self.lock:
             if self.closed:
@@ -185,7 +228,7 @@ class ClientCore:
             rid = self.prefix + str(next(self.seq)).encode()
             deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
             req = Request(rid, [CLIENT_HEADER, command, rid, *fields], resendable,
-                          None if callback else self.new_future(), callback, deadline)
+                          None if callback else self.new_future(), callback, deadline, levels)
             self.pending[rid] = req
             self._timer(deadline, 0, rid)
             return req
@@ -212,16 +255,17 @@ class ClientCore:
 
     # ----- incoming -------------------------------------------------------------
 
-    def on_message(self, frames: List[bytes]) -> None:
-        with self.lock:
-            self._on_message(frames)
-        self._flush()
+    def on_message(self, frames: List[bytes]) -> List[Request]:
+        return self.on_messages([frames])
 
-    def on_messages(self, batch: List[List[bytes]]) -> None:
+    def on_messages(self, batch: List[List[bytes]]) -> List[Request]:
+        """Handle received messages; returns the requests to send again at once."""
         with self.lock:
             for frames in batch:
                 self._on_message(frames)
+            again, self._again = self._again, []
         self._flush()
+        return again
 
     def _on_message(self, frames: List[bytes]) -> None:
         if len(frames) < 3 or frames[0] != CLIENT_HEADER:
@@ -245,7 +289,10 @@ class ClientCore:
         if need is None or len(frames) < need or len(frames[2]) > 64:
             self.ignored += 1
             return
-        if cmd == b"ACCEPTED" and (not is_task_id(frames[3]) or parse_number(frames[4]) is None):
+        if cmd == b"ACCEPTED" and not valid_accepted(frames, 3):
+            self.ignored += 1
+            return
+        if cmd == b"SUBMITTED" and not valid_submitted(frames):
             self.ignored += 1
             return
         req = self.pending.pop(frames[2], None)
@@ -255,14 +302,40 @@ class ClientCore:
             req.callback(frames)
             return
         if cmd == b"REJECTED" or cmd == b"ERROR":
-            self._settle(req.future, error_from(text(frames[3]), text(frames[4])), True)
+            code = frames[3]
+            if (cmd == b"REJECTED" and code == b"bad_request" and b"notify" in frames[4] and req.levels is not None
+                    and req.frames[1] == b"SUBMIT" and not req.stripped):
+                # A 1.0 broker (§5.2): say it again without the option, on this connection.
+                if req.sent_gen == self.gen:
+                    self.v10_submit_gen = self.gen
+                self.pending[req.rid] = req
+                self._again.append(req)
+                return
+            self._settle(req.future, error_from(text(code), text(frames[4])), True)
             return
-        if cmd == b"ACCEPTED" and self.connected and not req.resent:
-            self._own(frames[3])
+        if self.connected:
+            if cmd == b"ACCEPTED":
+                self._own_accepted(frames, 3, req.levels[0] if req.levels else b"all", req.resent)
+            elif cmd == b"SUBMITTED" and req.levels:
+                for i, level in enumerate(req.levels):
+                    j = 3 + 5 * i
+                    if frames[j] == b"ACCEPTED":
+                        self._own_accepted(frames, j + 1, level, req.resent)
         self._settle(req.future, (frames, req.resent), False)
 
-    def _own(self, task_id: bytes) -> None:
-        self.own[task_id] = self.gen
+    def _own_accepted(self, frames: List[bytes], j: int, level: bytes, resent: bool) -> None:
+        """After an ACCEPTED whose task_id is frames[j]: follow it by push if the
+        broker will push it to us."""
+        long_form = len(frames) > j + 2 and frames[j + 2] in (b"0", b"1")
+        if long_form:
+            if frames[j + 2] == b"1" or level == b"none":
+                return  # a duplicate: pushes go to the first submitter (§5.9)
+            self._own(frames[j], level == b"all")
+        elif not resent:  # a 1.0 broker: notify ignored, everything is pushed
+            self._own(frames[j], True)
+
+    def _own(self, task_id: bytes, progress: bool = True) -> None:
+        self.own[task_id] = (self.gen, progress)
         if len(self.own) > OWN_TASKS_MAX:
             old, _ = self.own.popitem(last=False)
             self.progress_buf.pop(old, None)
@@ -273,7 +346,8 @@ class ClientCore:
             self.own.pop(task_id, None)
 
     def _progress(self, task_id: bytes, item: Tuple[Optional[int], str]) -> None:
-        if task_id in self.own:
+        g = self.own.get(task_id)
+        if g is not None and g[1]:
             buf = self.progress_buf.setdefault(task_id, [])
             if len(buf) < PROGRESS_BUFFER:
                 buf.append(item)
@@ -333,7 +407,7 @@ class ClientCore:
     def _reschedule_watches(self) -> None:
         now = time.monotonic()
         for tid, w in self.watches.items():
-            if not self.push_expected(tid) and not w.polling:
+            if not self.push_expected(tid, w) and not w.polling:
                 w.next_poll = now
                 self._timer(now, 1, tid)
 
@@ -369,6 +443,10 @@ class ClientCore:
                         self._settle(sub, it, False)
                     if task_id in self.progress_buf and self.progress_buf[task_id]:
                         w.last_progress = self.progress_buf[task_id][-1]
+                    now = time.monotonic()
+                    if not w.polling and w.next_poll > now + POLL_INTERVAL and not self.push_expected(task_id, w):
+                        w.next_poll = now  # progress of a notify=final task: from STATUS
+                        self._timer(now, 1, task_id)
         self._flush()
 
     def unwatch(self, task_id: bytes, future: Any = None, sub: Any = None) -> None:
@@ -408,7 +486,7 @@ class ClientCore:
             elif frames is not None and frames[1] == b"ERROR" and text(frames[3]) == "not_found":
                 self._resolve(task_id, None, NotFound("not_found", text(frames[4])))
                 return
-            interval = SAFETY_POLL_INTERVAL if self.push_expected(task_id) else POLL_INTERVAL
+            interval = SAFETY_POLL_INTERVAL if self.push_expected(task_id, w) else POLL_INTERVAL
             w.next_poll = now + interval
             self._timer(w.next_poll, 1, task_id)
 
@@ -463,20 +541,56 @@ class ClientCore:
 # ----- building requests and decoding replies (shared by both clients) ---------
 
 
-def submit_fields(task_type: bytes, priority: int, timeout_ms: Optional[int], payload: bytes,
-                  options: List[bytes]) -> List[bytes]:
-    return [task_type, b"%d" % priority, b"" if timeout_ms is None else b"%d" % timeout_ms, payload, *options]
+def valid_accepted(frames: List[bytes], j: int) -> bool:
+    """frames[j:j+2] are an ACCEPTED's task_id and position (and frames[j+2:j+4]
+    its 1.1 duplicate and state, when present)."""
+    if not is_task_id(frames[j]) or parse_number(frames[j + 1]) is None:
+        return False
+    if j == 3 and len(frames) == 5:
+        return True
+    return len(frames) > j + 3 and frames[j + 2] in (b"0", b"1") and text(frames[j + 3]) in STATES
 
 
-def decode_accepted(frames: List[bytes], resent: bool, delayed: bool, key: Optional[str]) -> Submitted:
-    duplicate = False
-    state = "delayed" if delayed else "queued"
-    if len(frames) >= 6 and frames[5] in (b"0", b"1"):
-        duplicate = frames[5] == b"1"
-    if len(frames) >= 7 and text(frames[6]) in STATES:
-        state = text(frames[6])
-    return Submitted(task_id=frames[3].decode("ascii"), queue_position=int(frames[4]), duplicate=duplicate,
+def valid_submitted(frames: List[bytes]) -> bool:
+    n = len(frames) - 3
+    if n < 5 or n % 5:
+        return False
+    for j in range(3, len(frames), 5):
+        if frames[j] == b"ACCEPTED":
+            if not valid_accepted(frames, j + 1):
+                return False
+        elif frames[j] != b"REJECTED":
+            return False
+    return True
+
+
+def decode_accepted(frames: List[bytes], resent: bool, delayed: bool, key: Optional[str], j: int = 3) -> Submitted:
+    """An ACCEPTED (j=3) or one SUBMITTED outcome (j = its task_id's index)."""
+    if len(frames) > j + 3 and frames[j + 2] in (b"0", b"1"):
+        duplicate = frames[j + 2] == b"1"
+        state = text(frames[j + 3])
+        if state not in STATES:
+            state = "delayed" if delayed else "queued"
+    else:  # the 1.0 ACCEPTED
+        duplicate = False
+        state = "delayed" if delayed else "queued"
+    return Submitted(task_id=frames[j].decode("ascii"), queue_position=int(frames[j + 1]), duplicate=duplicate,
                      state=state, idempotency_key=key, resent=resent)
+
+
+def decode_submitted(frames: List[bytes], resent: bool, specs: List[Any]) -> List[Any]:
+    """SUBMITTED → one Submitted or Rejected per submission, in order."""
+    if (len(frames) - 3) // 5 != len(specs):
+        raise ConveyorError(f"the broker answered {(len(frames) - 3) // 5} outcomes to a batch of {len(specs)}")
+    out: List[Any] = []
+    j = 3
+    for spec in specs:
+        if frames[j] == b"ACCEPTED":
+            out.append(decode_accepted(frames, resent, spec.delayed, spec.key, j + 1))
+        else:
+            out.append(error_from(text(frames[j + 1]), text(frames[j + 2])))
+        j += 5
+    return out
 
 
 def decode_json(frames: List[bytes]) -> Dict[str, Any]:

@@ -19,6 +19,10 @@ MAX_DELAY_MS = 31_536_000_000  # 1 year
 MAX_RETRY_AFTER_MS = 86_400_000  # RETRY_LATER (protocol 1.1)
 MAX_KEY_BYTES = 128
 MAX_REQUEST_ID = 64
+MAX_SUBMIT_BATCH = 1000  # SUBMIT_BATCH count (§11)
+MAX_DONE_BATCH = 1000  # DONE_BATCH results (§11)
+MAX_READY_BATCH = 1024  # READY batch=N (§11)
+NOTIFY_LEVELS = ("all", "final", "none")  # SUBMIT option notify (§5.2, 1.1)
 
 _TYPE_RE = re.compile(rb"^[A-Za-z0-9_.:-]{1,64}$")
 _TASK_ID_RE = re.compile(rb"^[0-9a-f]{16}$")
@@ -140,6 +144,31 @@ class Submitted:
     state: str = "queued"
     idempotency_key: Optional[str] = None
     resent: bool = False
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One item of ``submit_many()``: the arguments of ``submit()`` as a value.
+
+    ``notify=None`` takes the ``notify`` given to ``submit_many()`` (default ``"all"``).
+    ``submit_many()`` also accepts plain dicts with these keys and ``(type, payload)``
+    tuples.
+    """
+
+    type: str
+    payload: Union[bytes, str] = b""
+    priority: "PriorityLike" = "normal"
+    timeout: Optional[float] = None
+    idempotency_key: Union[str, bytes, None, bool] = None
+    delay: Optional[float] = None
+    max_attempts: Optional[int] = None
+    notify: Optional[str] = None
+
+
+def check_notify(notify: str) -> bytes:
+    if notify not in NOTIFY_LEVELS:
+        raise ValueError(f"notify must be 'all', 'final' or 'none', got {notify!r}")
+    return notify.encode()
 
 
 def decode_result(obj: Dict[str, Any]) -> Optional[bytes]:

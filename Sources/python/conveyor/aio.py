@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Tuple, Union
 
 import zmq
 
@@ -11,17 +11,29 @@ from ._common import (
     DEFAULT_CLIENT_ENDPOINT,
     EVENT_DOWN,
     EVENT_UP,
-    build_submit,
+    Chunk,
+    Spec,
+    build_spec,
     close_dealer,
     make_dealer,
     read_monitor_event,
+    plan_batches,
     send_frames,
     tasks_limit,
 )
-from ._core import END, ClientCore, Request, decode_accepted, decode_json, expect, outcome_result
+from ._core import (
+    END,
+    ClientCore,
+    Request,
+    decode_accepted,
+    decode_json,
+    decode_submitted,
+    expect,
+    outcome_result,
+)
 from ._curve import PathLike, load_curve_keys
-from ._errors import ConveyorError, WaitTimeout
-from ._protocol import PriorityLike, Submitted, TaskStatus, check_task_id, text
+from ._errors import BrokerUnavailable, ConveyorError, Rejected, WaitTimeout
+from ._protocol import PriorityLike, Submission, Submitted, TaskStatus, check_task_id, text
 
 __all__ = ["AsyncClient"]
 
@@ -138,7 +150,8 @@ class AsyncClient:
             while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and len(batch) < 10_000:
                 batch.append(sock.recv_multipart(zmq.NOBLOCK))
             if batch:
-                core.on_messages(batch)
+                for req in core.on_messages(batch):
+                    self._send(req)
                 if len(batch) >= 10_000:
                     self._schedule_check()
         except zmq.ZMQError:
@@ -155,7 +168,7 @@ class AsyncClient:
     def _send(self, req: Request) -> None:
         assert self._sock is not None and self._core is not None
         try:
-            send_frames(self._sock, req.frames)
+            send_frames(self._sock, self._core.wire(req))
         except zmq.Again:
             self._core.send_failed(req, "the client's send queue is full (broker unreachable?)")
             return
@@ -186,27 +199,82 @@ class AsyncClient:
         self._on_readable()
         self._arm(force=True)
 
-    async def _call(self, command: bytes, fields: List[bytes], resendable: bool) -> Tuple[List[bytes], bool]:
+    def _start(self, command: bytes, fields: List[bytes], resendable: bool,
+               levels: Optional[List[bytes]] = None) -> Request:
         core = self._ensure()
-        req = core.request(command, fields, resendable)
+        req = core.request(command, fields, resendable, levels=levels)
         self._send(req)
+        return req
+
+    async def _call(self, command: bytes, fields: List[bytes], resendable: bool) -> Tuple[List[bytes], bool]:
+        req = self._start(command, fields, resendable)
         self._arm()
         # The core fails the future with BrokerUnavailable at its deadline.
         return await req.future
+
+    def _submit_spec(self, spec: Spec) -> Request:
+        return self._start(b"SUBMIT", spec.submit_fields(), spec.key is not None, [spec.notify])
+
+    def _accepted(self, spec: Spec, frames: List[bytes], resent: bool) -> Submitted:
+        sub = decode_accepted(expect(frames, b"ACCEPTED"), resent, spec.delayed, spec.key)
+        if spec.key is not None and not spec.automatic and len(frames) < 7:
+            assert self._core is not None
+            self._core.disown(frames[3])  # a 1.0 broker: maybe a duplicate (see Client)
+        return sub
 
     # ----- calls (see Client for the full documentation) ----------------------------
 
     async def submit(self, type: str, payload: Union[bytes, str] = b"", *, priority: PriorityLike = "normal",
                      timeout: Optional[float] = None, idempotency_key: Union[str, bytes, None, bool] = None,
-                     delay: Optional[float] = None, max_attempts: Optional[int] = None) -> Submitted:
-        fields, key, delayed, automatic = build_submit(type, payload, priority, timeout, idempotency_key, delay,
-                                                       max_attempts, self.auto_idempotency)
-        frames, resent = await self._call(b"SUBMIT", fields, key is not None)
-        sub = decode_accepted(expect(frames, b"ACCEPTED"), resent, delayed, key)
-        if sub.duplicate or (key is not None and not automatic and len(frames) < 6):
-            assert self._core is not None
-            self._core.disown(frames[3])
-        return sub
+                     delay: Optional[float] = None, max_attempts: Optional[int] = None,
+                     notify: str = "all") -> Submitted:
+        """As :meth:`Client.submit`."""
+        spec = build_spec(type, payload, priority, timeout, idempotency_key, delay, max_attempts,
+                          self.auto_idempotency, notify)
+        req = self._submit_spec(spec)
+        self._arm()
+        frames, resent = await req.future
+        return self._accepted(spec, frames, resent)
+
+    async def submit_many(self, items: Iterable[Union[Submission, Dict[str, Any], Tuple[str, Union[bytes, str]]]],
+                          *, notify: str = "all") -> List[Union[Submitted, ConveyorError]]:
+        """As :meth:`Client.submit_many`: one entry per item, a :class:`Submitted`
+        or the (unraised) exception for that item."""
+        n, chunks = plan_batches(items, notify, self.auto_idempotency)
+        core = self._ensure()
+        results: List[Any] = [None] * n
+        inflight: List[Tuple[Chunk, Optional[Request], List[Request]]] = []
+        for chunk in chunks:
+            if core.batch_supported():
+                inflight.append((chunk, self._start(b"SUBMIT_BATCH", chunk.batch_fields(), chunk.resendable,
+                                                    chunk.levels()), []))
+            else:
+                inflight.append((chunk, None, [self._submit_spec(sp) for sp in chunk.specs]))
+        self._arm()
+        for chunk, breq, singles in inflight:
+            end = chunk.start + len(chunk.specs)
+            if breq is not None:
+                try:
+                    frames, resent = await breq.future
+                    results[chunk.start:end] = decode_submitted(expect(frames, b"SUBMITTED"), resent, chunk.specs)
+                    continue
+                except Rejected as e:
+                    if e.code != "unknown_command":
+                        results[chunk.start:end] = [e] * len(chunk.specs)
+                        continue
+                    core.batch_unsupported()  # a 1.0 broker (§5.13): one by one
+                    singles = [self._submit_spec(sp) for sp in chunk.specs]
+                    self._arm()
+                except BrokerUnavailable as e:
+                    results[chunk.start:end] = [e] * len(chunk.specs)
+                    continue
+            for i, (spec, req) in enumerate(zip(chunk.specs, singles)):
+                try:
+                    frames, resent = await req.future
+                    results[chunk.start + i] = self._accepted(spec, frames, resent)
+                except (Rejected, BrokerUnavailable) as e:
+                    results[chunk.start + i] = e
+        return results
 
     async def status(self, task_id: str) -> TaskStatus:
         frames, _ = await self._call(b"STATUS", [check_task_id(task_id)], True)

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import zmq
 
@@ -15,17 +15,29 @@ from ._common import (
     DEFAULT_CLIENT_ENDPOINT,
     EVENT_DOWN,
     EVENT_UP,
-    build_submit,
+    Chunk,
+    Spec,
+    build_spec,
     close_dealer,
     make_dealer,
     read_monitor_event,
+    plan_batches,
     send_frames,
     tasks_limit,
 )
-from ._core import END, ClientCore, Request, decode_accepted, decode_json, expect, outcome_result
+from ._core import (
+    END,
+    ClientCore,
+    Request,
+    decode_accepted,
+    decode_json,
+    decode_submitted,
+    expect,
+    outcome_result,
+)
 from ._curve import PathLike, load_curve_keys
-from ._errors import BrokerUnavailable, ConveyorError, WaitTimeout
-from ._protocol import PriorityLike, Submitted, TaskStatus, check_task_id, text
+from ._errors import BrokerUnavailable, ConveyorError, Rejected, WaitTimeout
+from ._protocol import PriorityLike, Submission, Submitted, TaskStatus, check_task_id, text
 
 __all__ = ["Client"]
 
@@ -114,7 +126,7 @@ class Client:
 
     def _send(self, req: Request) -> None:
         try:
-            send_frames(self._sock, req.frames)
+            send_frames(self._sock, self._core.wire(req))
         except zmq.Again:
             self._core.send_failed(req, "the client's send queue is full (broker unreachable?)")
             return
@@ -150,7 +162,8 @@ class Client:
                     except zmq.Again:
                         break
                 if batch:
-                    core.on_messages(batch)
+                    for req in core.on_messages(batch):
+                        self._send(req)
                 try:
                     os.read(self._rfd, 4096)
                 except BlockingIOError:
@@ -183,38 +196,116 @@ class Client:
 
     # ----- calls --------------------------------------------------------------------
 
-    def _call(self, command: bytes, fields: List[bytes], resendable: bool) -> Tuple[List[bytes], bool]:
+    def _start(self, command: bytes, fields: List[bytes], resendable: bool,
+               levels: Optional[List[bytes]] = None) -> Request:
         if self._closed:
             raise ConveyorError("the client is closed")
-        req = self._core.request(command, fields, resendable)
+        req = self._core.request(command, fields, resendable, levels=levels)
         self._post(req)
+        return req
+
+    def _result(self, req: Request) -> Tuple[List[bytes], bool]:
         try:
             # The socket thread expires the request at its deadline; the margin only
             # guards against a dead thread.
-            return req.future.result(self.timeout + 5.0)
+            return req.future.result(max(0.0, req.deadline - time.monotonic()) + 5.0)
         except concurrent.futures.TimeoutError:
             self._core.abandon(req.rid)
             raise BrokerUnavailable(f"no reply from the broker within {self.timeout:g}s") from None
 
+    def _call(self, command: bytes, fields: List[bytes], resendable: bool) -> Tuple[List[bytes], bool]:
+        return self._result(self._start(command, fields, resendable))
+
+    def _submit_spec(self, spec: Spec) -> Request:
+        return self._start(b"SUBMIT", spec.submit_fields(), spec.key is not None, [spec.notify])
+
+    def _accepted(self, spec: Spec, frames: List[bytes], resent: bool) -> Submitted:
+        sub = decode_accepted(expect(frames, b"ACCEPTED"), resent, spec.delayed, spec.key)
+        if spec.key is not None and not spec.automatic and len(frames) < 7:
+            # A 1.0 broker does not say whether it was a duplicate, whose pushes go
+            # to the first submitter (§5.9): follow this one by STATUS.
+            self._core.disown(frames[3])
+        return sub
+
     def submit(self, type: str, payload: Union[bytes, str] = b"", *, priority: PriorityLike = "normal",
                timeout: Optional[float] = None, idempotency_key: Union[str, bytes, None, bool] = None,
-               delay: Optional[float] = None, max_attempts: Optional[int] = None) -> Submitted:
+               delay: Optional[float] = None, max_attempts: Optional[int] = None, notify: str = "all") -> Submitted:
         """Queue a task. ``priority``: ``"low"|"normal"|"high"|"urgent"`` or 0–3.
         ``timeout``: per-attempt timeout in seconds (default: the broker's).
         ``delay``: seconds before it becomes dispatchable. ``max_attempts``: 1–100.
+
+        ``notify`` (protocol 1.1): which pushes this connection gets for the task —
+        ``"all"`` (PROGRESS and FINISHED, the default), ``"final"`` (FINISHED only)
+        or ``"none"`` (fire and forget). :meth:`wait` and :meth:`progress` work
+        whatever you choose: what is not pushed they learn by polling STATUS
+        (every 0.25 s while they run). A 1.0 broker does not know the option; the
+        client then resends without it and the broker pushes everything.
 
         Raises :class:`QueueFull`, :class:`Rejected` (``bad_request``,
         ``unknown_type``, ``payload_too_large``, ``shutting_down``),
         :class:`BrokerUnavailable`, ValueError/TypeError for bad arguments.
         """
-        fields, key, delayed, automatic = build_submit(type, payload, priority, timeout, idempotency_key, delay,
-                                                       max_attempts, self.auto_idempotency)
-        frames, resent = self._call(b"SUBMIT", fields, key is not None)
-        sub = decode_accepted(expect(frames, b"ACCEPTED"), resent, delayed, key)
-        if sub.duplicate or (key is not None and not automatic and len(frames) < 6):
-            # FINISHED goes to the first submitter (§5.9): follow this one by STATUS.
-            self._core.disown(frames[3])
-        return sub
+        spec = build_spec(type, payload, priority, timeout, idempotency_key, delay, max_attempts,
+                          self.auto_idempotency, notify)
+        frames, resent = self._result(self._submit_spec(spec))
+        return self._accepted(spec, frames, resent)
+
+    def submit_many(self, items: Iterable[Union[Submission, Dict[str, Any], Tuple[str, Union[bytes, str]]]], *,
+                    notify: str = "all") -> List[Union[Submitted, ConveyorError]]:
+        """Queue many tasks with few messages: SUBMIT_BATCH (protocol 1.1) of up to
+        1000 submissions each, all chunks in flight at once.
+
+        ``items``: :class:`conveyor.Submission` objects, dicts of :meth:`submit`'s
+        keyword arguments (with ``type`` and ``payload``), or ``(type, payload)``
+        tuples. ``notify`` is the default of the items that do not set their own.
+
+        Returns one entry per item, in order, like ``asyncio.gather(...,
+        return_exceptions=True)``: a :class:`Submitted`, or — not raised — the
+        exception that ``submit()`` would have raised for that item
+        (:class:`QueueFull`, another :class:`Rejected`, or
+        :class:`BrokerUnavailable` when its chunk got no answer in time). The broker
+        handles the items in order, so across a full queue a prefix is accepted and
+        the rest is ``QueueFull``; nothing is enqueued that is not reported
+        accepted. Raises only before anything is sent: ValueError/TypeError naming
+        the first invalid item.
+
+        Against a 1.0 broker (SUBMIT_BATCH answered ``unknown_command``) the items
+        are sent as pipelined SUBMITs instead, with the same result. Chunks whose
+        items all have an idempotency key (the default) are resent after a
+        reconnection, as single submits are.
+        """
+        n, chunks = plan_batches(items, notify, self.auto_idempotency)
+        results: List[Any] = [None] * n
+        inflight: List[Tuple[Chunk, Optional[Request], List[Request]]] = []
+        for chunk in chunks:
+            if self._core.batch_supported():
+                inflight.append((chunk, self._start(b"SUBMIT_BATCH", chunk.batch_fields(), chunk.resendable,
+                                                    chunk.levels()), []))
+            else:
+                inflight.append((chunk, None, [self._submit_spec(sp) for sp in chunk.specs]))
+        for chunk, breq, singles in inflight:
+            if breq is not None:
+                try:
+                    frames, resent = self._result(breq)
+                    results[chunk.start:chunk.start + len(chunk.specs)] = decode_submitted(
+                        expect(frames, b"SUBMITTED"), resent, chunk.specs)
+                    continue
+                except Rejected as e:
+                    if e.code != "unknown_command":
+                        results[chunk.start:chunk.start + len(chunk.specs)] = [e] * len(chunk.specs)
+                        continue
+                    self._core.batch_unsupported()  # a 1.0 broker (§5.13): one by one
+                    singles = [self._submit_spec(sp) for sp in chunk.specs]
+                except BrokerUnavailable as e:
+                    results[chunk.start:chunk.start + len(chunk.specs)] = [e] * len(chunk.specs)
+                    continue
+            for i, (spec, req) in enumerate(zip(chunk.specs, singles)):
+                try:
+                    frames, resent = self._result(req)
+                    results[chunk.start + i] = self._accepted(spec, frames, resent)
+                except (Rejected, BrokerUnavailable) as e:
+                    results[chunk.start + i] = e
+        return results
 
     def status(self, task_id: str) -> TaskStatus:
         """The task's status object (§5.3). Raises :class:`NotFound`."""

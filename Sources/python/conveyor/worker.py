@@ -21,9 +21,12 @@ from ._common import DEFAULT_WORKER_ENDPOINT, MAX_MSG_SIZE, send_frames
 from ._curve import CurveKeys, PathLike, apply_curve, load_curve_keys
 from ._errors import RetryLater
 from ._protocol import (
+    MAX_DONE_BATCH,
+    MAX_READY_BATCH,
     MAX_RETRY_AFTER_MS,
     MAX_TIMEOUT_MS,
     WORKER_HEADER as H,
+    _TYPE_RE,
     Priority,
     check_type,
     is_task_id,
@@ -192,10 +195,19 @@ class Worker:
     ``types``: the task types to advertise in READY; default: the types of the
     registered handlers, or any type (empty) when a catch-all handler
     (``@w.handler()``) is registered. ``concurrency``: the READY capacity, tasks run
-    at once. ``heartbeat_interval``/``liveness`` must match the broker's
-    (``--heartbeat-interval`` ms / ``--heartbeat-liveness``) unless the broker sends
-    WELCOME, whose values are then adopted. ``grace``: seconds ``stop()`` lets
-    running tasks finish before giving them back (RETURN).
+    at once. ``heartbeat_interval``/``liveness`` are used until the broker answers
+    READY with WELCOME (protocol 1.1), whose values then replace them; against a
+    1.0 broker they must match its ``--heartbeat-interval`` (ms) and
+    ``--heartbeat-liveness``. ``grace``: seconds ``stop()`` lets running tasks
+    finish before giving them back (RETURN).
+
+    Batching (protocol 1.1). READY carries ``batch=<concurrency>``, so the broker may
+    send several tasks in one TASK_BATCH when several slots are free, and results
+    that are ready at the same moment go back in one DONE_BATCH (each with its
+    ``cost``), never waiting for more. FAIL, PROGRESS, RETURN and RETRY_LATER stay
+    single messages. A 1.0 broker answers a READY with options by DISCONNECT: the
+    worker then connects again at once with a plain READY, and uses single TASK and
+    DONE on that connection (``batching`` tells which mode is in force).
 
     Handlers ``def h(task, ctx)`` run on a pool of threads; ``async def`` handlers on
     one asyncio loop thread (cancelled with ``Task.cancel()`` on CANCEL, besides
@@ -239,10 +251,13 @@ class Worker:
         self._stop_grace: Optional[float] = None
         self._finished = threading.Event()
         self._registered = threading.Event()
+        self._ready_plain = False  # the broker turned out 1.0: READY without options
+        self._ready_options = False  # this connection's READY carried options
+        self._welcomed = False  # this connection got WELCOME (1.1): DONE_BATCH allowed
         self._error: Optional[BaseException] = None
         self.stats: Dict[str, int] = {
             "tasks": 0, "succeeded": 0, "failed": 0, "retry_later": 0, "returned": 0, "cancelled": 0,
-            "abandoned": 0, "reconnects": 0,
+            "abandoned": 0, "reconnects": 0, "task_batches": 0, "done_batches": 0,
         }
 
     # ----- registration ---------------------------------------------------------------
@@ -274,9 +289,21 @@ class Worker:
 
     @property
     def registered(self) -> threading.Event:
-        """Set once the broker has answered our READY with any message (our
-        registration is effective), cleared while reconnecting."""
+        """Set once the broker has answered our READY with any message (WELCOME
+        from a 1.1 broker; a 1.0 broker's first HEARTBEAT or TASK), cleared while
+        reconnecting."""
         return self._registered
+
+    @property
+    def welcomed(self) -> bool:
+        """True when the current connection's READY was answered by WELCOME."""
+        return self._welcomed
+
+    @property
+    def batching(self) -> bool:
+        """True when the current connection asked for TASK_BATCH (READY ``batch=N``)
+        and got WELCOME, so it sends DONE_BATCH."""
+        return self._ready_options and self._welcomed
 
     def _advertised(self) -> str:
         if self._types is not None:
@@ -461,7 +488,12 @@ class Worker:
         self._poller = zmq.Poller()
         self._poller.register(s, zmq.POLLIN)
         self._poller.register(self._rfd, zmq.POLLIN)
-        self._send(b"READY", self.name.encode("utf-8"), self._advertised().encode(), b"%d" % self.concurrency)
+        ready = [b"READY", self.name.encode("utf-8"), self._advertised().encode(), b"%d" % self.concurrency]
+        self._ready_options = not self._ready_plain
+        if self._ready_options:
+            ready.append(b"batch=%d" % min(self.concurrency, MAX_READY_BATCH))
+        self._welcomed = False
+        self._send(*ready)
         self._last_rx = time.monotonic()
         self._draining = False
 
@@ -488,6 +520,14 @@ class Worker:
         return False
 
     def _reconnect(self, why: str) -> bool:
+        if why == "the broker sent DISCONNECT" and self._ready_options and not self._registered.is_set():
+            # DISCONNECT and no WELCOME in answer to a READY with options: a 1.0
+            # broker (§6.2). Say READY again, without options, at once.
+            log.info("the broker answered READY batch=N with DISCONNECT (protocol 1.0): plain READY")
+            self._ready_plain = True
+            self._sock.close(0)
+            self._connect()
+            return True
         log.warning("%s; reconnecting in %g s", why, self._backoff)
         self._registered.clear()
         self._abandon_all("connection_lost")
@@ -563,20 +603,45 @@ class Worker:
                 self._flush_outbox()
 
     def _flush_outbox(self) -> None:
+        dones: List[bytes] = []  # DONE_BATCH groups: task_id, attempt, result, cost
+        running = self._running
+        stats = self.stats
         for item in self._take_outbox():
             if item is None:
                 continue
             kind, ctx = item[0], item[1]
-            r = self._running.get(ctx._key)
+            r = running.get(ctx._key)
             if r is None or r.ctx is not ctx or ctx.cancelled.is_set() and kind == "progress":
                 continue  # cancelled, timed out and cancelled, abandoned or returned
             if kind == "progress":
                 self._send(b"PROGRESS", ctx._key[0], r.attempt_frame, item[2], item[3])
+                continue
+            cmd, fields = item[2]
+            del running[ctx._key]
+            if cmd == b"DONE":
+                stats["succeeded"] += 1
+                dones += (ctx._key[0], r.attempt_frame, fields[0], b"" if ctx._cost is None else b"%d" % ctx._cost)
+                continue
+            stats["failed" if cmd == b"FAIL" else "retry_later"] += 1
+            self._send(cmd, ctx._key[0], r.attempt_frame, *fields)
+        if dones:
+            self._send_dones(dones)
+
+    def _send_dones(self, dones: List[bytes]) -> None:
+        """The results ready now: one DONE_BATCH if there are several and the broker
+        said WELCOME (§6.4), else one DONE each (with ``cost=`` only when set)."""
+        if len(dones) > 4 and self._welcomed:
+            step = 4 * MAX_DONE_BATCH
+            for i in range(0, len(dones), step):
+                self._send(b"DONE_BATCH", *dones[i:i + step])
+                self.stats["done_batches"] += 1
+            return
+        for i in range(0, len(dones), 4):
+            tid, attempt, result, cost = dones[i:i + 4]
+            if cost:
+                self._send(b"DONE", tid, attempt, result, b"cost=" + cost)
             else:
-                cmd, fields = item[2]
-                del self._running[ctx._key]
-                self.stats[{b"DONE": "succeeded", b"FAIL": "failed", b"RETRY_LATER": "retry_later"}[cmd]] += 1
-                self._send(cmd, ctx._key[0], r.attempt_frame, *fields)
+                self._send(b"DONE", tid, attempt, result)
 
     def _handle(self, msg: List[bytes]) -> bool:
         """Handle one message; False on DISCONNECT."""
@@ -589,7 +654,15 @@ class Worker:
         self._backoff = BACKOFF_START  # any other message: our READY was accepted (§8.3)
         self._registered.set()
         if cmd == b"TASK" and len(msg) == 8:
-            self._on_task(msg)
+            if self._valid_task(msg, 2):
+                self._on_task(msg, 2)
+        elif cmd == b"TASK_BATCH":
+            n = len(msg) - 2
+            if n >= 12 and n % 6 == 0 and all(self._valid_task(msg, j) for j in range(2, len(msg), 6)):
+                self.stats["task_batches"] += 1
+                for j in range(2, len(msg), 6):
+                    self._on_task(msg, j)
+            # else malformed: the whole message is ignored (§3.4)
         elif cmd == b"CANCEL" and len(msg) == 5:
             attempt = parse_number(msg[3], 1)
             r = self._running.get((msg[2], attempt)) if attempt is not None else None
@@ -601,24 +674,28 @@ class Worker:
                 self.stats["cancelled"] += 1
         elif cmd == b"WELCOME" and len(msg) == 4:
             hb = parse_number(msg[2], 1, 3_600_000)
-            lv = parse_number(msg[3], 1, 1000)
+            lv = parse_number(msg[3], 1, 100)
             if hb is not None and lv is not None:
                 self._hb, self._liveness = hb / 1000.0, lv
+                self._welcomed = True
+                self._ready_plain = False  # a 1.1 broker: options again on the next connection
                 log.info("broker WELCOME: heartbeat %d ms x %d", hb, lv)
         # HEARTBEAT, and commands we do not know: only a sign of life
         return True
 
-    def _on_task(self, msg: List[bytes]) -> None:
-        tid, attempt_b, ttype, prio, tmo, payload = msg[2:8]
-        attempt = parse_number(attempt_b, 1)
-        timeout_ms = parse_number(tmo, 1, MAX_TIMEOUT_MS)
-        if (not is_task_id(tid) or attempt is None or timeout_ms is None or len(prio) != 1
-                or prio not in b"0123"):
-            return  # malformed: ignore (§3.4)
-        try:
-            type_s = check_type(ttype).decode()
-        except ValueError:
-            return
+    @staticmethod
+    def _valid_task(msg: List[bytes], j: int) -> bool:
+        """msg[j:j+6] are valid TASK fields (§6.3)."""
+        prio = msg[j + 3]
+        return (is_task_id(msg[j]) and parse_number(msg[j + 1], 1) is not None
+                and parse_number(msg[j + 4], 1, MAX_TIMEOUT_MS) is not None and len(prio) == 1 and prio in b"0123"
+                and _TYPE_OK(msg[j + 2]) is not None)
+
+    def _on_task(self, msg: List[bytes], j: int) -> None:
+        tid, attempt_b, ttype, prio, tmo, payload = msg[j:j + 6]
+        attempt = int(attempt_b)
+        timeout_ms = int(tmo)
+        type_s = ttype.decode()
         key = (tid, attempt)
         if key in self._running:
             return
@@ -653,6 +730,9 @@ class Worker:
         self._abandon_all("shutdown")
         self._send(b"DISCONNECT")
         self._sock.close(linger=1000)  # let RETURN/DISCONNECT leave
+
+
+_TYPE_OK = _TYPE_RE.match
 
 
 async def _await(aw: Any) -> Any:
