@@ -192,8 +192,9 @@ public struct Scheduler: Sendable {
         var record = TaskRecord(
             id: id, seq: nextSeq, createdAt: wallNow, type: spec.type, priority: spec.priority, payload: spec.payload,
             timeoutMs: spec.timeoutMs ?? config.defaultTimeoutMs, maxAttempts: max(1, spec.maxAttempts),
-            state: isDelayed ? .delayed : .queued, submitter: client
+            state: isDelayed ? .delayed : .queued, submitter: spec.notify == Notify.none ? nil : client
         )
+        record.mutesProgress = spec.notify == .final
         record.ownerIndex = OwnerNames.shared.index(spec.owner)
         nextSeq += 1
         if spec.idempotencyKey != nil || spec.backoffMs != 1000 || spec.backoffMaxMs != 300_000 || isDelayed {
@@ -299,7 +300,7 @@ public struct Scheduler: Sendable {
         let d = t.details
         d?.progressPercent = percent
         d?.progressMessage = message
-        if let c = t.submitter { outbox.append(.notifyProgress(client: c, task: id, percent: percent, message: message)) }
+        if let c = t.submitter, !t.mutesProgress { outbox.append(.notifyProgress(client: c, task: id, percent: percent, message: message)) }
         outbox.append(.event(.progress(id, attempt: attempt, percent: percent, message: message)))
     }
 

@@ -18,6 +18,8 @@ public struct TaskRecord: Sendable {
     public internal(set) var submitter: PeerID?
     public let timeoutMs: UInt32
     public let priority: Priority
+    /// The state's code in the low bits; the top bit is `mutesProgress`
+    /// (one flag must not cost 8 bytes a task in a packed record).
     var stateCode: UInt8
     /// Dispatches so far (the current attempt's number once running).
     public internal(set) var attempt: UInt16
@@ -32,8 +34,15 @@ public struct TaskRecord: Sendable {
     public var owner: String? { OwnerNames.shared.name(ownerIndex) }
 
     public var state: TaskState {
-        get { TaskState(code: stateCode) }
-        set { stateCode = newValue.code }
+        get { TaskState(code: stateCode & 0x7F) }
+        set { stateCode = (stateCode & 0x80) | newValue.code }
+    }
+
+    /// The submitter asked for FINISHED only (`notify=final`); `notify=none`
+    /// leaves `submitter` nil instead.
+    var mutesProgress: Bool {
+        get { stateCode & 0x80 != 0 }
+        set { stateCode = newValue ? stateCode | 0x80 : stateCode & 0x7F }
     }
 
     public init(

@@ -18,6 +18,9 @@ public struct TaskSpec: Sendable, Equatable {
     /// Whose task it is: `key:Z85` for a CURVE client, or what an admin client
     /// (the gateway) names, e.g. `http:NAME`. nil: nobody's (no authentication).
     public var owner: String?
+    /// Which pushes the submitting connection wants (SUBMIT option `notify`, 1.1).
+    /// nil: the option was not given, which means `.all` and a 1.0 ACCEPTED.
+    public var notify: Notify?
 
     public init(
         type: String, priority: Priority = .normal, payload: [UInt8] = [], timeoutMs: UInt32? = nil,
@@ -35,4 +38,15 @@ public struct TaskSpec: Sendable, Equatable {
         self.backoffMs = backoffMs
         self.backoffMaxMs = backoffMaxMs
     }
+}
+
+/// Which unsolicited messages a submitter wants for its task (spec §5.2 `notify`):
+/// a fire-and-forget producer should not have to read and discard a FINISHED per task.
+public enum Notify: String, Sendable, CaseIterable {
+    /// PROGRESS and FINISHED.
+    case all
+    /// FINISHED only.
+    case final
+    /// Neither.
+    case none
 }

@@ -3,8 +3,11 @@ import ConveyorCore
 /// What the broker sends a client: a reply to a request (carrying its
 /// request id), or an unsolicited PROGRESS/FINISHED for a task it submitted.
 public enum ClientReply: Equatable, Sendable {
-    case accepted(requestID: [UInt8], id: TaskID, position: Int)
+    /// `info`: the 1.1 frames 5 and 6, sent when the SUBMIT carried `notify` (§5.2).
+    case accepted(requestID: [UInt8], id: TaskID, position: Int, info: Acceptance? = nil)
     case rejected(requestID: [UInt8], code: String, message: String)
+    /// The answer to SUBMIT_BATCH: one outcome per submission, in order (§5.13).
+    case submitted(requestID: [UInt8], outcomes: [SubmitOutcome])
     case status(requestID: [UInt8], json: [UInt8])
     case cancelled(requestID: [UInt8], id: TaskID, previous: String)
     case stats(requestID: [UInt8], json: [UInt8])
@@ -20,7 +23,7 @@ public enum ClientReply: Equatable, Sendable {
     /// nil for unsolicited messages.
     public var requestID: [UInt8]? {
         switch self {
-        case .accepted(let r, _, _), .rejected(let r, _, _), .status(let r, _), .cancelled(let r, _, _), .stats(let r, _),
+        case .accepted(let r, _, _, _), .rejected(let r, _, _), .submitted(let r, _), .status(let r, _), .cancelled(let r, _, _), .stats(let r, _),
              .tasks(let r, _), .dead(let r, _), .type(let r, _), .pong(let r), .error(let r, _, _):
             r
         case .progress, .finished: nil
@@ -30,8 +33,22 @@ public enum ClientReply: Equatable, Sendable {
     public func encode() -> [[UInt8]] {
         let h = Frames.clientHeader
         switch self {
-        case .accepted(let r, let id, let pos): return [h, Array("ACCEPTED".utf8), r, id.bytes, Frames.ascii(max(pos, 0))]
+        case .accepted(let r, let id, let pos, let info):
+            var f = [h, Array("ACCEPTED".utf8), r, id.bytes, Frames.ascii(max(pos, 0))]
+            if let info { f += [info.duplicate ? [49] : [48], Array(info.state.rawValue.utf8)] }
+            return f
         case .rejected(let r, let c, let m): return [h, Array("REJECTED".utf8), r, Array(c.utf8), Array(m.utf8)]
+        case .submitted(let r, let outcomes):
+            var f = [h, Array("SUBMITTED".utf8), r]
+            f.reserveCapacity(3 + 5 * outcomes.count)
+            for o in outcomes {
+                switch o {
+                case .accepted(let id, let pos, let info):
+                    f += [Array("ACCEPTED".utf8), id.bytes, Frames.ascii(max(pos, 0)), info.duplicate ? [49] : [48], Array(info.state.rawValue.utf8)]
+                case .rejected(let c, let m): f += [Array("REJECTED".utf8), Array(c.utf8), Array(m.utf8), [], []]
+                }
+            }
+            return f
         case .status(let r, let j): return [h, Array("STATUS".utf8), r, j]
         case .cancelled(let r, let id, let p): return [h, Array("CANCELLED".utf8), r, id.bytes, Array(p.utf8)]
         case .stats(let r, let j): return [h, Array("STATS".utf8), r, j]
@@ -46,10 +63,16 @@ public enum ClientReply: Equatable, Sendable {
     }
 
     static let commands: Set<String> = [
-        "ACCEPTED", "REJECTED", "STATUS", "CANCELLED", "STATS", "TASKS", "DEAD", "TYPE", "PONG", "ERROR", "PROGRESS", "FINISHED",
+        "ACCEPTED", "REJECTED", "SUBMITTED", "STATUS", "CANCELLED", "STATS", "TASKS", "DEAD", "TYPE", "PONG", "ERROR", "PROGRESS", "FINISHED",
     ]
     static let finalStates: Set<String> = ["succeeded", "failed", "timed_out", "cancelled"]
     static let cancellableStates: Set<String> = ["queued", "delayed", "running"]
+
+    private static func acceptance(_ duplicate: [UInt8], _ state: [UInt8], _ r: [UInt8]) throws(ProtocolError) -> Acceptance {
+        guard duplicate == [48] || duplicate == [49] else { throw .bad("duplicate must be 0 or 1, got '\(Frames.printable(duplicate))'", r) }
+        guard let st = TaskState(rawValue: Frames.string(state)) else { throw .bad("state must be a task state, got '\(Frames.printable(state))'", r) }
+        return Acceptance(duplicate: duplicate == [49], state: st)
+    }
 
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientReply {
         // §3.4 order: header, a command frame, a known command, then frame count and fields.
@@ -66,9 +89,27 @@ public enum ClientReply: Equatable, Sendable {
         }
         switch s(frames[1]) {
         case "ACCEPTED":
-            try Frames.expect(frames, count: 5...5, "ACCEPTED", r)
+            guard frames.count == 5 || frames.count == 7 else { throw .bad("ACCEPTED takes 5 or 7 frames, got \(frames.count)", r) }
             return .accepted(requestID: r, id: try Frames.taskID(frames[3], r),
-                             position: Int(try Frames.decimal(frames[4], in: 0...UInt64(Int.max), "position", r)))
+                             position: Int(try Frames.decimal(frames[4], in: 0...UInt64(Int.max), "position", r)),
+                             info: frames.count == 7 ? try acceptance(frames[5], frames[6], r) : nil)
+        case "SUBMITTED":
+            guard (frames.count - 3) % 5 == 0, frames.count > 3 else { throw .bad("SUBMITTED takes 3 + 5k frames, got \(frames.count)", r) }
+            var outcomes: [SubmitOutcome] = []
+            outcomes.reserveCapacity((frames.count - 3) / 5)
+            for i in stride(from: 3, to: frames.count, by: 5) {
+                switch s(frames[i]) {
+                case "ACCEPTED":
+                    outcomes.append(.accepted(id: try Frames.taskID(frames[i + 1], r),
+                                              position: Int(try Frames.decimal(frames[i + 2], in: 0...UInt64(Int.max), "position", r)),
+                                              info: try acceptance(frames[i + 3], frames[i + 4], r)))
+                case "REJECTED":
+                    guard frames[i + 3].isEmpty, frames[i + 4].isEmpty else { throw .bad("a REJECTED outcome ends with two empty frames", r) }
+                    outcomes.append(.rejected(code: s(frames[i + 1]), message: s(frames[i + 2])))
+                default: throw .bad("outcome must be ACCEPTED or REJECTED, got '\(Frames.printable(frames[i]))'", r)
+                }
+            }
+            return .submitted(requestID: r, outcomes: outcomes)
         case "REJECTED":
             try Frames.expect(frames, count: 5...5, "REJECTED", r)
             return .rejected(requestID: r, code: s(frames[3]), message: s(frames[4]))
@@ -112,4 +153,22 @@ public enum ClientReply: Equatable, Sendable {
             throw ProtocolError("unknown_command", "unknown reply '\(Frames.printable(frames[1]))'")
         }
     }
+}
+
+/// What the 1.1 ACCEPTED adds (§5.2): whether an idempotency key matched an
+/// existing task, and that task's state now — so a resubmission of a task that
+/// already ran is not mistaken for a new, queued one.
+public struct Acceptance: Equatable, Sendable {
+    public let duplicate: Bool
+    public let state: TaskState
+    public init(duplicate: Bool, state: TaskState) {
+        self.duplicate = duplicate
+        self.state = state
+    }
+}
+
+/// One submission's answer in SUBMITTED (§5.13).
+public enum SubmitOutcome: Equatable, Sendable {
+    case accepted(id: TaskID, position: Int, info: Acceptance)
+    case rejected(code: String, message: String)
 }

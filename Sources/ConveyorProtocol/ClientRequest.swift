@@ -4,6 +4,8 @@ import ConveyorCore
 /// Every request carries a client-chosen `requestID`, echoed in its reply.
 public enum ClientRequest: Equatable, Sendable {
     case submit(requestID: [UInt8], spec: TaskSpec)
+    /// Several submissions in one message (§5.13, 1.1), answered by one SUBMITTED.
+    case submitBatch(requestID: [UInt8], specs: [TaskSpec])
     case status(requestID: [UInt8], id: TaskID)
     case cancel(requestID: [UInt8], id: TaskID)
     case stats(requestID: [UInt8])
@@ -26,7 +28,7 @@ public enum ClientRequest: Equatable, Sendable {
 
     public var requestID: [UInt8] {
         switch self {
-        case .submit(let r, _), .status(let r, _), .cancel(let r, _), .stats(let r), .tasks(let r, _), .ping(let r), .dead(let r, _), .type(let r, _, _): r
+        case .submit(let r, _), .submitBatch(let r, _), .status(let r, _), .cancel(let r, _), .stats(let r), .tasks(let r, _), .ping(let r), .dead(let r, _), .type(let r, _, _): r
         }
     }
 
@@ -34,20 +36,23 @@ public enum ClientRequest: Equatable, Sendable {
     public static let maxTimeoutMs: UInt64 = 604_800_000
     /// TASKS `limit` (§11).
     public static let maxTasksLimit = 10_000
+    /// SUBMIT_BATCH `count` and `option_count` (§11).
+    public static let maxBatchSubmissions = 1000
+    public static let maxBatchOptions = 16
 
     public func encode() -> [[UInt8]] {
         let h = Frames.clientHeader
         switch self {
         case .submit(let r, let s):
-            var f: [[UInt8]] = [h, Array("SUBMIT".utf8), r, Array(s.type.utf8), [48 + s.priority.rawValue],
-                                s.timeoutMs.map { Frames.ascii($0) } ?? [], s.payload]
-            if s.maxAttempts != 1 { f.append(Array("max_attempts=\(s.maxAttempts)".utf8)) }
-            if let k = s.idempotencyKey { f.append(Array("idempotency_key=".utf8) + Frames.opaqueBytes(k)) }
-            if let d = s.delayMs { f.append(Array("delay_ms=\(d)".utf8)) }
-            if let at = s.runAt { f.append(Array("run_at_ms=\(at / 1000)".utf8)) }
-            if s.backoffMs != 1000 { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
-            if s.backoffMaxMs != 300_000 { f.append(Array("backoff_max_ms=\(s.backoffMaxMs)".utf8)) }
-            if let o = s.owner { f.append(Array("owner=\(o)".utf8)) }
+            return [h, Array("SUBMIT".utf8), r] + Self.fields(of: s) + Self.options(of: s)
+        case .submitBatch(let r, let specs):
+            var f: [[UInt8]] = [h, Array("SUBMIT_BATCH".utf8), r, Frames.ascii(specs.count)]
+            for s in specs {
+                let options = Self.options(of: s)
+                f += Self.fields(of: s)
+                f.append(Frames.ascii(options.count))
+                f += options
+            }
             return f
         case .status(let r, let id): return [h, Array("STATUS".utf8), r, id.bytes]
         case .cancel(let r, let id): return [h, Array("CANCEL".utf8), r, id.bytes]
@@ -64,8 +69,26 @@ public enum ClientRequest: Equatable, Sendable {
         }
     }
 
+    /// SUBMIT frames 3–6: type, priority, timeout_ms, payload.
+    private static func fields(of s: TaskSpec) -> [[UInt8]] {
+        [Array(s.type.utf8), [48 + s.priority.rawValue], s.timeoutMs.map { Frames.ascii($0) } ?? [], s.payload]
+    }
+
+    private static func options(of s: TaskSpec) -> [[UInt8]] {
+        var f: [[UInt8]] = []
+        if s.maxAttempts != 1 { f.append(Array("max_attempts=\(s.maxAttempts)".utf8)) }
+        if let k = s.idempotencyKey { f.append(Array("idempotency_key=".utf8) + Frames.opaqueBytes(k)) }
+        if let d = s.delayMs { f.append(Array("delay_ms=\(d)".utf8)) }
+        if let at = s.runAt { f.append(Array("run_at_ms=\(at / 1000)".utf8)) }
+        if s.backoffMs != 1000 { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
+        if s.backoffMaxMs != 300_000 { f.append(Array("backoff_max_ms=\(s.backoffMaxMs)".utf8)) }
+        if let o = s.owner { f.append(Array("owner=\(o)".utf8)) }
+        if let n = s.notify { f.append(Array("notify=\(n.rawValue)".utf8)) }
+        return f
+    }
+
     /// The commands of this endpoint and direction (§4), plus the DEAD extension.
-    static let commands: Set<String> = ["SUBMIT", "STATUS", "CANCEL", "STATS", "TASKS", "PING", "DEAD", "TYPE"]
+    static let commands: Set<String> = ["SUBMIT", "SUBMIT_BATCH", "STATUS", "CANCEL", "STATS", "TASKS", "PING", "DEAD", "TYPE"]
 
     public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> ClientRequest {
         // §3.4 order: header, a command frame, a known command, then frame count and fields.
@@ -81,13 +104,28 @@ public enum ClientRequest: Equatable, Sendable {
         switch Frames.string(command) {
         case "SUBMIT":
             guard frames.count >= 7 else { throw .bad("SUBMIT takes at least 7 frames, got \(frames.count)", rid) }
-            var spec = TaskSpec(type: try Frames.taskType(frames[3], rid), priority: try Frames.priority(frames[4], rid), payload: frames[6])
-            if !frames[5].isEmpty {
-                spec.timeoutMs = UInt32(try Frames.decimal(frames[5], in: 1...maxTimeoutMs, "timeout_ms", rid))
+            return .submit(requestID: rid, spec: try submission(frames[3..<7], options: frames[7...], rid))
+        case "SUBMIT_BATCH":
+            guard frames.count >= 4 else { throw .bad("SUBMIT_BATCH takes at least 4 frames, got \(frames.count)", rid) }
+            let count = Int(try Frames.decimal(frames[3], in: 1...UInt64(maxBatchSubmissions), "count", rid))
+            var specs: [TaskSpec] = []
+            specs.reserveCapacity(count)
+            var i = 4
+            for n in 0..<count {
+                // Five frames at least: the four fields and option_count.
+                guard frames.count - i >= 5 else { throw .bad("SUBMIT_BATCH submission \(n): missing frames", rid) }
+                let optionCount: Int
+                do throws(ProtocolError) {
+                    optionCount = Int(try Frames.decimal(frames[i + 4], in: 0...UInt64(maxBatchOptions), "option_count", rid))
+                    guard frames.count - i - 5 >= optionCount else { throw ProtocolError.bad("missing option frames", rid) }
+                    specs.append(try submission(frames[i..<(i + 4)], options: frames[(i + 5)..<(i + 5 + optionCount)], rid))
+                } catch {
+                    throw .bad("SUBMIT_BATCH submission \(n): \(error.message)", rid)
+                }
+                i += 5 + optionCount
             }
-            var seen: Set<String> = []
-            for option in frames[7...] { try apply(option: option, to: &spec, seen: &seen, rid) }
-            return .submit(requestID: rid, spec: spec)
+            guard i == frames.count else { throw .bad("SUBMIT_BATCH has \(frames.count - i) frames after its \(count) submissions", rid) }
+            return .submitBatch(requestID: rid, specs: specs)
         case "STATUS":
             try Frames.expect(frames, count: 4...4, "STATUS", rid)
             return .status(requestID: rid, id: try Frames.taskID(frames[3], rid))
@@ -125,6 +163,18 @@ public enum ClientRequest: Equatable, Sendable {
         }
     }
 
+    /// A submission from its four fields (type, priority, timeout_ms, payload) and options.
+    private static func submission(_ f: ArraySlice<[UInt8]>, options: ArraySlice<[UInt8]>, _ rid: [UInt8]) throws(ProtocolError) -> TaskSpec {
+        let b = f.startIndex
+        var spec = TaskSpec(type: try Frames.taskType(f[b], rid), priority: try Frames.priority(f[b + 1], rid), payload: f[b + 3])
+        if !f[b + 2].isEmpty {
+            spec.timeoutMs = UInt32(try Frames.decimal(f[b + 2], in: 1...maxTimeoutMs, "timeout_ms", rid))
+        }
+        var seen: Set<String> = []
+        for option in options { try apply(option: option, to: &spec, seen: &seen, rid) }
+        return spec
+    }
+
     private static func apply(option: [UInt8], to spec: inout TaskSpec, seen: inout Set<String>, _ rid: [UInt8]) throws(ProtocolError) {
         guard let eq = option.firstIndex(of: UInt8(ascii: "=")) else {
             throw .bad("option frames are key=value, got '\(Frames.printable(option))'", rid)
@@ -152,6 +202,9 @@ public enum ClientRequest: Equatable, Sendable {
                 throw .bad("owner must be 1-128 bytes of UTF-8", rid)
             }
             spec.owner = text
+        case "notify":
+            guard let n = Notify(rawValue: Frames.string(value)) else { throw .bad("notify must be all, final or none", rid) }
+            spec.notify = n
         default: throw .bad("unknown option '\(Frames.printable(Array(option[..<eq])))'", rid)
         }
         // Checked after the key is known, so an unknown key reads as such.

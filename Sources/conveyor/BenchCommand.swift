@@ -223,7 +223,7 @@ final class BenchRunner {
             let waitMs = sent < total ? max(0, Int(due.timeIntervalSinceNow * 1000)) : 1000
             guard let r = try c.receive(timeoutMs: waitMs) else { continue }
             switch r {
-            case .accepted(let rid, let id, _):
+            case .accepted(let rid, let id, _, _):
                 if let t = pendingSubmits.removeValue(forKey: rid) { sentAt[id] = t }
             case .finished(let id, _, _):
                 if let t = sentAt.removeValue(forKey: id) { _ = e2e.record((monoNs() - t) / 1000) }

@@ -76,7 +76,7 @@ struct SubmitCommand: ParsableCommand {
         let reply = try brokerCall(client) { .submit(requestID: $0, spec: spec) }
         let id: TaskID
         switch reply {
-        case .accepted(_, let tid, _): id = tid
+        case .accepted(_, let tid, _, _): id = tid
         case .rejected(_, let code, let message):
             writeErr("rejected \(code) \(message)")
             throw ExitCode(1)
@@ -174,7 +174,7 @@ struct SubmitCommand: ParsableCommand {
             deadline = Date().addingTimeInterval(30)
             guard let rid = reply.requestID, let i = pending.removeValue(forKey: rid) else { continue }
             switch reply {
-            case .accepted(_, let id, _): outputs[i] = id.description
+            case .accepted(_, let id, _, _): outputs[i] = id.description
             case .rejected(_, let code, let message), .error(_, let code, let message): outputs[i] = "rejected \(code) \(message)"
             default: outputs[i] = "rejected bad_reply unexpected reply"
             }

@@ -11,6 +11,7 @@ final class VectorTests: XCTestCase {
         "submit delayed, leading zeros accepted", // "007", "0005000"
         "tasks default limit", // empty limit frame; decodes to the default 100, re-encoded as "100"
         "done unknown option ignored (1.1)", // input only: the unknown option is dropped
+        "ready unknown option ignored (1.1)", // likewise
     ]
 
     static let directions = ["client->broker", "broker->client", "worker->broker", "broker->worker", "events"]
@@ -31,10 +32,10 @@ final class VectorTests: XCTestCase {
         }
         // Every command of §4 in every direction has at least one valid vector.
         let expected: [String: Set<String>] = [
-            "client->broker": ["SUBMIT", "STATUS", "CANCEL", "STATS", "TASKS", "PING"],
-            "broker->client": ["ACCEPTED", "REJECTED", "STATUS", "CANCELLED", "STATS", "TASKS", "PONG", "ERROR", "PROGRESS", "FINISHED"],
-            "worker->broker": ["READY", "HEARTBEAT", "PROGRESS", "DONE", "FAIL", "DRAIN", "RETURN", "DISCONNECT"],
-            "broker->worker": ["TASK", "CANCEL", "HEARTBEAT", "DISCONNECT"],
+            "client->broker": ["SUBMIT", "SUBMIT_BATCH", "STATUS", "CANCEL", "STATS", "TASKS", "PING", "DEAD", "TYPE"],
+            "broker->client": ["ACCEPTED", "REJECTED", "SUBMITTED", "STATUS", "CANCELLED", "STATS", "TASKS", "PONG", "ERROR", "PROGRESS", "FINISHED"],
+            "worker->broker": ["READY", "HEARTBEAT", "PROGRESS", "DONE", "DONE_BATCH", "FAIL", "DRAIN", "RETURN", "RETRY_LATER", "DISCONNECT"],
+            "broker->worker": ["WELCOME", "TASK", "TASK_BATCH", "CANCEL", "HEARTBEAT", "DISCONNECT"],
         ]
         for (direction, commands) in expected {
             let covered = Set(valid.filter { $0.direction == direction }.compactMap { v -> String? in
@@ -108,11 +109,20 @@ final class VectorTests: XCTestCase {
     /// where the spec says so, and an empty TASKS limit is the default 100.
     private func expectation(_ v: Vector) -> Value? {
         guard case .object(var o) = v.decoded else { return v.decoded }
-        if case .object(var options) = o["options"] {
+        func numeric(_ o: inout [String: Value]) {
+            guard case .object(var options) = o["options"] else { return }
             for (k, raw) in options where numericOptions.contains(k) {
                 if case .bytes(let b) = raw, let n = Int(String(decoding: b, as: UTF8.self)) { options[k] = .int(n) }
             }
             o["options"] = .object(options)
+        }
+        numeric(&o)
+        if case .list(let subs) = o["submissions"] {
+            o["submissions"] = .list(subs.map { sub in
+                guard case .object(var so) = sub else { return sub }
+                numeric(&so)
+                return .object(so)
+            })
         }
         if o["command"] == .string("TASKS"), v.direction == "client->broker", o["limit"] == .null { o["limit"] = .int(100) }
         return .object(o)

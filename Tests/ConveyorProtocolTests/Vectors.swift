@@ -106,22 +106,29 @@ enum VectorFile {
 let numericOptions: Set<String> = ["max_attempts", "delay_ms", "run_at_ms", "backoff_ms", "backoff_max_ms"]
 
 extension ClientRequest {
+    static func submission(_ s: TaskSpec) -> [String: Value] {
+        var options: [String: Value] = [:]
+        if s.maxAttempts != 1 { options["max_attempts"] = .int(Int(s.maxAttempts)) }
+        if let k = s.idempotencyKey { options["idempotency_key"] = .bytes(Frames.opaqueBytes(k)) }
+        if let d = s.delayMs { options["delay_ms"] = .int(Int(d)) }
+        if let at = s.runAt { options["run_at_ms"] = .int(Int(at / 1000)) }
+        if s.backoffMs != 1000 { options["backoff_ms"] = .int(Int(s.backoffMs)) }
+        if s.backoffMaxMs != 300_000 { options["backoff_max_ms"] = .int(Int(s.backoffMaxMs)) }
+        if let o = s.owner { options["owner"] = .string(o) }
+        if let n = s.notify { options["notify"] = .string(n.rawValue) }
+        return ["type": .string(s.type), "priority": .int(Int(s.priority.rawValue)), "timeout_ms": .optInt(s.timeoutMs),
+                "payload": .bytes(s.payload), "options": .object(options)]
+    }
+
     var value: Value {
         switch self {
         case .submit(let r, let s):
-            var options: [String: Value] = [:]
-            if s.maxAttempts != 1 { options["max_attempts"] = .int(Int(s.maxAttempts)) }
-            if let k = s.idempotencyKey { options["idempotency_key"] = .bytes(Frames.opaqueBytes(k)) }
-            if let d = s.delayMs { options["delay_ms"] = .int(Int(d)) }
-            if let at = s.runAt { options["run_at_ms"] = .int(Int(at / 1000)) }
-            if s.backoffMs != 1000 { options["backoff_ms"] = .int(Int(s.backoffMs)) }
-            if s.backoffMaxMs != 300_000 { options["backoff_max_ms"] = .int(Int(s.backoffMaxMs)) }
-            if let o = s.owner { options["owner"] = .string(o) }
-            return .object([
-                "command": .string("SUBMIT"), "request_id": .bytes(r), "type": .string(s.type),
-                "priority": .int(Int(s.priority.rawValue)), "timeout_ms": .optInt(s.timeoutMs), "payload": .bytes(s.payload),
-                "options": .object(options),
-            ])
+            var o = Self.submission(s)
+            o["command"] = .string("SUBMIT")
+            o["request_id"] = .bytes(r)
+            return .object(o)
+        case .submitBatch(let r, let specs):
+            return .object(["command": .string("SUBMIT_BATCH"), "request_id": .bytes(r), "submissions": .list(specs.map { .object(Self.submission($0)) })])
         case .status(let r, let id):
             return .object(["command": .string("STATUS"), "request_id": .bytes(r), "task_id": .bytes(id.bytes)])
         case .cancel(let r, let id):
@@ -129,7 +136,14 @@ extension ClientRequest {
         case .stats(let r): return .object(["command": .string("STATS"), "request_id": .bytes(r)])
         case .tasks(let r, let limit): return .object(["command": .string("TASKS"), "request_id": .bytes(r), "limit": .int(limit)])
         case .ping(let r): return .object(["command": .string("PING"), "request_id": .bytes(r)])
-        case .dead(let r, _): return .object(["command": .string("DEAD"), "request_id": .bytes(r)])
+        case .dead(let r, let a):
+            var o: [String: Value] = ["command": .string("DEAD"), "request_id": .bytes(r)]
+            switch a {
+            case .list(let limit): o["action"] = .string("list"); o["limit"] = .int(limit)
+            case .retry(let id): o["action"] = .string("retry"); o["task_id"] = .bytes(id.bytes)
+            case .purge(let id): o["action"] = .string("purge"); o["task_id"] = id.map { .bytes($0.bytes) } ?? .null
+            }
+            return .object(o)
         case .type(let r, let a, let t):
             return .object(["command": .string("TYPE"), "request_id": .bytes(r), "action": .string(a.rawValue), "type": .string(t)])
         }
@@ -139,10 +153,24 @@ extension ClientRequest {
 extension ClientReply {
     var value: Value {
         switch self {
-        case .accepted(let r, let id, let pos):
-            return .object(["command": .string("ACCEPTED"), "request_id": .bytes(r), "task_id": .bytes(id.bytes), "position": .int(pos)])
+        case .accepted(let r, let id, let pos, let info):
+            var o: [String: Value] = ["command": .string("ACCEPTED"), "request_id": .bytes(r), "task_id": .bytes(id.bytes), "position": .int(pos)]
+            if let info {
+                o["duplicate"] = .int(info.duplicate ? 1 : 0)
+                o["state"] = .string(info.state.rawValue)
+            }
+            return .object(o)
         case .rejected(let r, let c, let m):
             return .object(["command": .string("REJECTED"), "request_id": .bytes(r), "code": .string(c), "message": .string(m)])
+        case .submitted(let r, let outcomes):
+            return .object(["command": .string("SUBMITTED"), "request_id": .bytes(r), "outcomes": .list(outcomes.map { o in
+                switch o {
+                case .accepted(let id, let pos, let info):
+                    .object(["outcome": .string("ACCEPTED"), "task_id": .bytes(id.bytes), "position": .int(pos),
+                             "duplicate": .int(info.duplicate ? 1 : 0), "state": .string(info.state.rawValue)])
+                case .rejected(let c, let m): .object(["outcome": .string("REJECTED"), "code": .string(c), "message": .string(m)])
+                }
+            })])
         case .status(let r, let j): return .object(["command": .string("STATUS"), "request_id": .bytes(r), "json": .bytes(j)])
         case .cancelled(let r, let id, let p):
             return .object(["command": .string("CANCELLED"), "request_id": .bytes(r), "task_id": .bytes(id.bytes), "previous_state": .string(p)])
@@ -164,8 +192,14 @@ extension ClientReply {
 extension WorkerMessage {
     var value: Value {
         switch self {
-        case .ready(let n, let t, let c):
-            return .object(["command": .string("READY"), "name": .string(n), "types": .list(t.map(Value.string)), "capacity": .int(c)])
+        case .ready(let n, let t, let c, let batch):
+            var o: [String: Value] = ["command": .string("READY"), "name": .string(n), "types": .list(t.map(Value.string)), "capacity": .int(c)]
+            if let batch { o["batch"] = .int(batch) }
+            return .object(o)
+        case .doneBatch(let items):
+            return .object(["command": .string("DONE_BATCH"), "results": .list(items.map {
+                .object(["task_id": .bytes($0.id.bytes), "attempt": .int(Int($0.attempt)), "result": .bytes($0.result), "cost": .optInt($0.cost)])
+            })])
         case .heartbeat: return .object(["command": .string("HEARTBEAT")])
         case .progress(let id, let a, let p, let m):
             return .object(["command": .string("PROGRESS"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)),
@@ -187,11 +221,20 @@ extension WorkerMessage {
 }
 
 extension BrokerToWorker {
+    static func assignment(_ a: Assignment) -> [String: Value] {
+        ["task_id": .bytes(a.id.bytes), "attempt": .int(Int(a.attempt)), "type": .string(a.type),
+         "priority": .int(Int(a.priority.rawValue)), "timeout_ms": .int(Int(a.timeoutMs)), "payload": .bytes(a.payload)]
+    }
+
     var value: Value {
         switch self {
+        case .welcome(let hb, let lv): return .object(["command": .string("WELCOME"), "heartbeat_ms": .int(hb), "liveness": .int(lv)])
         case .task(let id, let a, let t, let p, let to, let pl):
-            return .object(["command": .string("TASK"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "type": .string(t),
-                            "priority": .int(Int(p.rawValue)), "timeout_ms": .int(Int(to)), "payload": .bytes(pl)])
+            var o = Self.assignment(.init(id: id, attempt: a, type: t, priority: p, timeoutMs: to, payload: pl))
+            o["command"] = .string("TASK")
+            return .object(o)
+        case .taskBatch(let items):
+            return .object(["command": .string("TASK_BATCH"), "tasks": .list(items.map { .object(Self.assignment($0)) })])
         case .heartbeat: return .object(["command": .string("HEARTBEAT")])
         case .cancel(let id, let a, let r):
             return .object(["command": .string("CANCEL"), "task_id": .bytes(id.bytes), "attempt": .int(Int(a)), "reason": .string(r)])

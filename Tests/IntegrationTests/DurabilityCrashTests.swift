@@ -86,7 +86,7 @@ final class DurabilityCrashTests: ClusterTestCase {
                 guard let rid = reply.requestID, let key = keyOfRequest[rid] else { continue }
                 waiting[rid] = nil
                 switch reply {
-                case .accepted(_, let id, _):
+                case .accepted(_, let id, _, _):
                     if let known = idOfKey[key], known != id { conflicts.append("key \(key): \(known) and \(id)") }
                     idOfKey[key] = id
                 case .rejected(_, let code, _):

@@ -189,7 +189,7 @@ final class DurabilityTests: ClusterTestCase {
         var acked: [TaskID: Int] = [:]
         var stopped = false
         while let reply = try client.receive(timeoutMs: stopped ? 1500 : 10_000) {
-            if case .accepted(let rid, let id, _) = reply, let i = keyOf[rid] { acked[id] = i }
+            if case .accepted(let rid, let id, _, _) = reply, let i = keyOf[rid] { acked[id] = i }
             if acked.count == 150 && !stopped {
                 broker.signal(SIGTERM)
                 stopped = true

@@ -188,7 +188,7 @@ class ClusterTestCase: XCTestCase {
         var spec = TaskSpec(type: type, priority: priority, payload: Array(payload.utf8))
         options(&spec)
         let reply = try client.call { .submit(requestID: $0, spec: spec) }
-        guard case .accepted(_, let id, _) = reply else {
+        guard case .accepted(_, let id, _, _) = reply else {
             throw TimedOut(description: "submission not accepted: \(reply)")
         }
         return id
