@@ -45,6 +45,10 @@ public final class Broker: @unchecked Sendable {
     private var keys: CurveDirectory?
     private var zap: ZAPHandler?
     private var workerKeys: [PeerID: String] = [:]
+    /// Workers whose READY said `batch=N` (1.1): they may get TASK_BATCH of up to N.
+    private var workerBatch: [PeerID: Int] = [:]
+    /// This iteration's dispatches, grouped per worker so that several can go in one TASK_BATCH.
+    private var assignments: [PeerID: [BrokerToWorker.Assignment]] = [:]
     private var revokedPeers: Set<[UInt8]> = []
     private var authRevoked = 0
     private var nextAllowlistReload: Timestamp = 0
@@ -213,7 +217,7 @@ public final class Broker: @unchecked Sendable {
             // Not our protocol at all (spec §3.4): no reply, nothing to say to it.
             if !frames[1].starts(with: Array("CVYC".utf8)) { return }
             // A SUBMIT is always answered ACCEPTED or REJECTED, so clients need one code path.
-            if frames.count > 2 && frames[2] == Array("SUBMIT".utf8) && error.code == "bad_request" {
+            if frames.count > 2 && (frames[2] == Array("SUBMIT".utf8) || frames[2] == Array("SUBMIT_BATCH".utf8)) && error.code == "bad_request" {
                 reply(peer, .rejected(requestID: error.requestID ?? [], code: error.code, message: error.message))
             } else {
                 reply(peer, .error(requestID: error.requestID ?? [], code: error.code, message: error.message))
@@ -221,28 +225,25 @@ public final class Broker: @unchecked Sendable {
             return
         }
         guard stillAllowed(peer, userID, as: .client) else {
-            if case .submit = request {
+            switch request {
+            case .submit, .submitBatch:
                 reply(peer, .rejected(requestID: request.requestID, code: "forbidden", message: "this key is no longer allowed"))
-            } else {
+            default:
                 reply(peer, .error(requestID: request.requestID, code: "forbidden", message: "this key is no longer allowed"))
             }
             return
         }
         switch request {
-        case .submit(let rid, var spec):
-            // A task belongs to the key that submitted it; an admin (the gateway)
-            // may name the owner, e.g. the HTTP token it came with.
-            if keys != nil && !(caller.isAdmin && spec.owner != nil) { spec.owner = caller.owner }
-            scheduler.setWallClock(clock.wallNow(), at: now)
-            switch scheduler.submit(spec, from: intern(peer), now: now) {
-            case .success(let a):
-                reply(peer, .accepted(requestID: rid, id: a.id, position: a.position))
-            case .failure(let r):
-                if r.code == "queue_full" {
-                    logger.warning("task rejected: queue full", metadata: ["type": "\(spec.type)", "max_queue": "\(config.scheduler.maxQueue)"])
-                }
-                reply(peer, .rejected(requestID: rid, code: r.code, message: r.message))
+        case .submit(let rid, let spec):
+            switch submit(spec, from: peer, caller: caller, now: now) {
+            case .accepted(let id, let position, let info):
+                // The 1.1 frames only for a client that said `notify` (§5.2): a 1.0 client would drop them.
+                reply(peer, .accepted(requestID: rid, id: id, position: position, info: spec.notify == nil ? nil : info))
+            case .rejected(let code, let message):
+                reply(peer, .rejected(requestID: rid, code: code, message: message))
             }
+        case .submitBatch(let rid, let specs):
+            reply(peer, .submitted(requestID: rid, outcomes: specs.map { submit($0, from: peer, caller: caller, now: now) }))
         case .status(let rid, let id):
             if let t = scheduler.task(id) ?? (try? journal?.lookup(id)) ?? nil, caller.owns(t) {
                 reply(peer, .status(requestID: rid, json: TaskJSON.status(
@@ -298,6 +299,24 @@ public final class Broker: @unchecked Sendable {
         }
     }
 
+    /// One submission, from SUBMIT or SUBMIT_BATCH.
+    private func submit(_ spec: TaskSpec, from peer: [UInt8], caller: Caller, now: Timestamp) -> SubmitOutcome {
+        var spec = spec
+        // A task belongs to the key that submitted it; an admin (the gateway)
+        // may name the owner, e.g. the HTTP token it came with.
+        if keys != nil && !(caller.isAdmin && spec.owner != nil) { spec.owner = caller.owner }
+        scheduler.setWallClock(clock.wallNow(), at: now)
+        switch scheduler.submit(spec, from: intern(peer), now: now) {
+        case .success(let a):
+            return .accepted(id: a.id, position: a.state == .queued ? a.position : 0, info: Acceptance(duplicate: a.duplicate, state: a.state))
+        case .failure(let r):
+            if r.code == "queue_full" {
+                logger.warning("task rejected: queue full", metadata: ["type": "\(spec.type)", "max_queue": "\(config.scheduler.maxQueue)"])
+            }
+            return .rejected(code: r.code, message: r.message)
+        }
+    }
+
     private func handleDead(_ peer: [UInt8], _ rid: [UInt8], _ action: ClientRequest.DeadAction, _ now: Timestamp) {
         switch action {
         case .list(let limit):
@@ -343,13 +362,17 @@ public final class Broker: @unchecked Sendable {
         } catch {
             malformed += 1
             logger.debug("malformed worker message", metadata: ["error": "\(error)"])
-            // An unregistered peer that cannot even say READY is told to start over.
-            if scheduler.worker(peer) == nil { sendToWorker(peer, .disconnect) }
+            // An unregistered peer that cannot even say READY is told to start
+            // over — in our own protocol only: anything else is dropped (§3.4, §6.2).
+            if scheduler.worker(peer) == nil && frames[1] == WorkerMessage.header { sendToWorker(peer, .disconnect) }
             return
         }
-        if case .ready(let name, let types, let capacity) = message {
+        if case .ready(let name, let types, let capacity, let batch) = message {
             scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
             if !userID.isEmpty { workerKeys[peer] = userID }
+            workerBatch[peer] = batch.map { min($0, capacity) }
+            // Before any TASK: the worker learns at once that it is registered and our heartbeat (§6.2).
+            sendToWorker(peer, .welcome(heartbeatMs: Int(config.scheduler.heartbeatIntervalMs), liveness: Int(config.scheduler.heartbeatLiveness)))
             logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
             if let warning = capacityWarning.check(totalCapacity: scheduler.allWorkers.reduce(0, { $0 + $1.capacity }), maxRunning: config.scheduler.maxRunning) { logger.warning("\(warning)") }
             return
@@ -357,6 +380,7 @@ public final class Broker: @unchecked Sendable {
         guard scheduler.heard(from: peer, now: now) else {
             switch message {
             case .done, .fail, .progress, .retryLater: staleFromUnknownPeers += 1 // an attempt that was already taken away
+            case .doneBatch(let items): staleFromUnknownPeers += items.count
             default: break
             }
             if message != .disconnect { sendToWorker(peer, .disconnect) }
@@ -366,6 +390,8 @@ public final class Broker: @unchecked Sendable {
         case .ready, .heartbeat: break
         case .progress(let id, let a, let p, let m): scheduler.progress(id, attempt: a, percent: p, message: m, from: peer, now: now)
         case .done(let id, let a, let r, let cost): scheduler.succeeded(id, attempt: a, result: r, cost: cost, from: peer, now: now)
+        case .doneBatch(let items):
+            for c in items { scheduler.succeeded(c.id, attempt: c.attempt, result: c.result, cost: c.cost, from: peer, now: now) }
         case .fail(let id, let a, let e): scheduler.failed(id, attempt: a, error: e, from: peer, now: now)
         case .drain: scheduler.drain(worker: peer)
         case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
@@ -373,6 +399,7 @@ public final class Broker: @unchecked Sendable {
         case .disconnect:
             scheduler.workerGone(peer, reason: "disconnected", now: now)
             workerKeys[peer] = nil
+            workerBatch[peer] = nil
         }
     }
 
@@ -422,6 +449,7 @@ public final class Broker: @unchecked Sendable {
     private func timers(_ now: Timestamp) {
         if now >= nextHeartbeat {
             for w in scheduler.allWorkers { sendToWorker(w.peer, .heartbeat) }
+            if !workerBatch.isEmpty { workerBatch = workerBatch.filter { scheduler.worker($0.key) != nil } }
             nextHeartbeat = now + config.scheduler.heartbeatIntervalMs * 1000
         }
         if keys != nil, now >= nextAllowlistReload {
@@ -452,6 +480,7 @@ public final class Broker: @unchecked Sendable {
             // only means the task runs again (at-least-once), and a worker
             // round trip per fsync would cap throughput at slots / fsync time.
             for o in output where o.isForWorker { perform(o, now) }
+            sendAssignments(now)
             if let journal {
                 let wall = scheduler.wall(now)
                 for case .event(let e) in output {
@@ -471,9 +500,7 @@ public final class Broker: @unchecked Sendable {
         switch o {
         case .assign(let peer, let id, let attempt):
             guard let t = scheduler.task(id) else { return }
-            if !sendToWorker(peer, .task(id: id, attempt: attempt, type: t.type, priority: t.priority, timeoutMs: t.timeoutMs, payload: t.payload)) {
-                scheduler.workerGone(peer, reason: "unreachable", now: now)
-            }
+            assignments[peer, default: []].append(.init(id: id, attempt: attempt, type: t.type, priority: t.priority, timeoutMs: t.timeoutMs, payload: t.payload))
         case .cancelOnWorker(let peer, let id, let attempt, let reason):
             sendToWorker(peer, .cancel(id: id, attempt: attempt, reason: reason.rawValue))
         case .notifyProgress(let c, let id, let p, let m):
@@ -483,6 +510,34 @@ public final class Broker: @unchecked Sendable {
         case .event(let e):
             announce(e, now)
         }
+    }
+
+    /// Sends the dispatches collected by `perform`: TASK_BATCH to a worker that
+    /// takes them and got more than one, TASK otherwise, in dispatch order.
+    private func sendAssignments(_ now: Timestamp) {
+        guard !assignments.isEmpty else { return }
+        for (peer, tasks) in assignments {
+            var sent = true
+            if let batch = workerBatch[peer], batch > 1, tasks.count > 1 {
+                var start = 0
+                while sent && start < tasks.count {
+                    let chunk = tasks[start..<min(start + batch, tasks.count)]
+                    if chunk.count == 1, let a = chunk.first {
+                        sent = sendToWorker(peer, .task(id: a.id, attempt: a.attempt, type: a.type, priority: a.priority, timeoutMs: a.timeoutMs, payload: a.payload))
+                    } else {
+                        sent = sendToWorker(peer, .taskBatch(Array(chunk)))
+                    }
+                    start += chunk.count
+                }
+            } else {
+                for a in tasks where sent {
+                    sent = sendToWorker(peer, .task(id: a.id, attempt: a.attempt, type: a.type, priority: a.priority, timeoutMs: a.timeoutMs, payload: a.payload))
+                }
+            }
+            // Whatever did not go out is requeued with the worker's other tasks.
+            if !sent { scheduler.workerGone(peer, reason: "unreachable", now: now) }
+        }
+        assignments.removeAll(keepingCapacity: true)
     }
 
     @discardableResult
