@@ -64,6 +64,15 @@ public final class Worker: @unchecked Sendable {
     private var stopDeadline: Int64 = 0
     private var completed = 0
     private var backlog: [WorkerMessage] = []
+    /// Heartbeat settings in force: ours until a WELCOME brings the broker's (1.1, §6.2).
+    private var heartbeatMs: Int64
+    private var liveness: Int64
+    /// This connection got WELCOME: the broker speaks 1.1 and takes DONE_BATCH.
+    private var welcomed = false
+    /// A 1.0 broker refused our READY options with DISCONNECT: register without them.
+    private var plainReady = false
+    /// Results finished since the last send: they leave together as one DONE_BATCH.
+    private var pendingDone: [WorkerMessage.Completion] = []
 
     public init(options: Options, handler: any TaskHandler, context: ZMQContext, logger: Logger) {
         self.options = options
@@ -71,6 +80,8 @@ public final class Worker: @unchecked Sendable {
         self.context = context
         self.logger = logger
         pool = HandlerPool(threads: options.concurrency)
+        heartbeatMs = options.heartbeatIntervalMs
+        liveness = options.heartbeatLiveness
     }
 
     /// Graceful stop, from any thread: take no new tasks, let running ones
@@ -85,14 +96,17 @@ public final class Worker: @unchecked Sendable {
             var poller = ZMQPoller()
             let iMail = poller.add(fd: mailbox.pollFD)
             let iSock = socket.map { poller.add($0) }
-            let ready = try poller.poll(timeoutMs: Int(max(0, min(options.heartbeatIntervalMs, (reconnectAt ?? now + 1000) - now))))
-            if ready[iMail] { for note in mailbox.drain() { handle(note) } }
+            let ready = try poller.poll(timeoutMs: Int(max(0, min(heartbeatMs, (reconnectAt ?? now + 1000) - now))))
+            if ready[iMail] {
+                for note in mailbox.drain() { handle(note) }
+                sendPendingResults()
+            }
             if let i = iSock, ready[i] { try readBroker() }
             let t = monotonicMs()
             if let at = reconnectAt, t >= at { try connect() }
             if socket != nil {
-                if t - lastSent >= options.heartbeatIntervalMs { send(.heartbeat) }
-                if t - lastHeard > options.heartbeatIntervalMs * options.heartbeatLiveness {
+                if t - lastSent >= heartbeatMs { send(.heartbeat) }
+                if t - lastHeard > heartbeatMs * liveness {
                     logger.warning("broker silent; reconnecting", metadata: ["after_ms": "\(backoffMs)"])
                     scheduleReconnect()
                 }
@@ -115,9 +129,12 @@ public final class Worker: @unchecked Sendable {
         socket = s
         reconnectAt = nil
         registeredOK = false
+        welcomed = false
         let now = monotonicMs()
         lastHeard = now
-        send(.ready(name: options.name, types: options.types, capacity: options.concurrency))
+        // `batch` lets the broker hand us several tasks in one message (1.1).
+        let batch = plainReady || options.concurrency < 2 ? nil : options.concurrency
+        send(.ready(name: options.name, types: options.types, capacity: options.concurrency, batch: batch))
         if stopping { send(.drain) }
         let pending = backlog
         backlog.removeAll()
@@ -138,6 +155,8 @@ public final class Worker: @unchecked Sendable {
             // decides whether they still count.
             switch m {
             case .done, .fail: backlog.append(m)
+            // The next connection may be to a 1.0 broker, and has no WELCOME yet.
+            case .doneBatch(let items): backlog += items.map { .done(id: $0.id, attempt: $0.attempt, result: $0.result, cost: $0.cost) }
             default: break
             }
             return
@@ -157,19 +176,29 @@ public final class Worker: @unchecked Sendable {
         for _ in 0..<256 {
             guard let frames = try s.receive(dontWait: true) else { return }
             lastHeard = monotonicMs()
-            if !registeredOK {
-                registeredOK = true
-                backoffMs = 1000
-            }
             let message: BrokerToWorker
             do { message = try BrokerToWorker.decode(frames) } catch {
                 logger.warning("malformed message from broker", metadata: ["error": "\(error)"])
                 continue
             }
+            // Anything but DISCONNECT means READY was accepted (§8.3).
+            if !registeredOK && message != .disconnect {
+                registeredOK = true
+                backoffMs = 1000
+            }
             switch message {
             case .heartbeat: break
+            case .welcome(let hb, let lv):
+                welcomed = true
+                if Int64(hb) != heartbeatMs || Int64(lv) != liveness {
+                    logger.info("using the broker's heartbeat", metadata: ["interval_ms": "\(hb)", "liveness": "\(lv)"])
+                }
+                heartbeatMs = Int64(hb)
+                liveness = Int64(lv)
             case .task(let id, let attempt, let type, let priority, let timeoutMs, let payload):
                 start(WorkerTask(id: id, attempt: attempt, type: type, priority: priority, timeoutMs: timeoutMs, payload: payload))
+            case .taskBatch(let items):
+                for a in items { start(WorkerTask(id: a.id, attempt: a.attempt, type: a.type, priority: a.priority, timeoutMs: a.timeoutMs, payload: a.payload)) }
             case .cancel(let id, let attempt, let reason):
                 if let r = running[id], r.attempt == attempt {
                     logger.info("cancelling task", metadata: ["task": "\(id)", "reason": "\(reason)"])
@@ -177,7 +206,13 @@ public final class Worker: @unchecked Sendable {
                     r.context.cancel(reason: reason)
                 }
             case .disconnect:
-                logger.info("broker asked us to reconnect")
+                if !registeredOK && !plainReady && options.concurrency >= 2 {
+                    // No WELCOME, DISCONNECT instead: a 1.0 broker that took our READY option for malformed (§6.2).
+                    logger.info("broker refused READY options; registering as a 1.0 worker")
+                    plainReady = true
+                } else {
+                    logger.info("broker asked us to reconnect")
+                }
                 backoffMs = 1000
                 scheduleReconnect()
                 reconnectAt = monotonicMs() + 100
@@ -224,7 +259,7 @@ public final class Worker: @unchecked Sendable {
             running[id] = nil
             completed += 1
             switch outcome {
-            case .success(let r, let cost): send(.done(id: id, attempt: attempt, result: r, cost: cost))
+            case .success(let r, let cost): pendingDone.append(.init(id: id, attempt: attempt, result: r, cost: cost))
             case .failure(let f): send(.fail(id: id, attempt: attempt, error: f))
             case .retryLater(let ms):
                 logger.info("task rate limited: retry later", metadata: ["task": "\(id)", "after_ms": "\(ms.map { "\($0)" } ?? "default")"])
@@ -239,7 +274,26 @@ public final class Worker: @unchecked Sendable {
         }
     }
 
+    /// Sends the results that finished since the last send: one DONE_BATCH when
+    /// there are several and the broker said WELCOME, else DONEs. Nothing waits
+    /// for more results to come, so batching costs no latency.
+    private func sendPendingResults() {
+        guard !pendingDone.isEmpty else { return }
+        if welcomed && pendingDone.count > 1 {
+            var start = 0
+            while start < pendingDone.count {
+                let end = min(start + WorkerMessage.maxDoneBatch, pendingDone.count)
+                send(.doneBatch(Array(pendingDone[start..<end])))
+                start = end
+            }
+        } else {
+            for c in pendingDone { send(.done(id: c.id, attempt: c.attempt, result: c.result, cost: c.cost)) }
+        }
+        pendingDone.removeAll(keepingCapacity: true)
+    }
+
     private func leave() {
+        sendPendingResults()
         for (id, r) in running {
             logger.info("returning unfinished task", metadata: ["task": "\(id)"])
             r.context.cancel(reason: "cancelled")
