@@ -97,7 +97,7 @@ public final class Gateway: Sendable {
             let access = try self.authorize(req, .submit)
             let body = try await self.readBody(req)
             return try await self.submit(try self.counting { try SubmissionParser.generic(body: body, idempotencyHeader: Self.idempotencyHeader(req)) },
-                                         access: access)
+                                         access: access, created: .created)
         }
         router.post("/summarize") { req, _ in
             let access = try self.authorize(req, .submit)
@@ -290,10 +290,16 @@ public final class Gateway: Sendable {
         return json
     }
 
-    func submit(_ spec: TaskSpec, access: Access = .open) async throws -> Response {
+    /// - Parameter created: the status for a new task: 201 on `/api/tasks`; the
+    ///   seed-compatible routes answer 200, as the apps they serve expect. A
+    ///   duplicate (idempotency key) is 200 on every route.
+    func submit(_ spec: TaskSpec, access: Access = .open, created: HTTPResponse.Status = .ok) async throws -> Response {
         var spec = spec
         // The broker records whose task it is; read tokens then see only their own.
         if let owner = access.owner { spec.owner = owner }
+        // Progress reaches HTTP callers over the event stream, not as pushes to
+        // this connection; `notify` also asks for the 1.1 ACCEPTED (duplicate, state).
+        spec.notify = Notify.none
         let reply: ClientReply
         do {
             reply = try await brokerCall { .submit(requestID: $0, spec: spec) }
@@ -302,9 +308,11 @@ public final class Gateway: Sendable {
             throw e
         }
         switch reply {
-        case .accepted(_, let id, let position):
-            metrics.submitted(spec.priority)
-            return Self.json(Self.acceptedJSON(id: id, position: position, spec: spec))
+        case .accepted(_, let id, let position, let info):
+            // A 1.0 broker sends no `info`: new, and queued unless delayed.
+            let info = info ?? Acceptance(duplicate: false, state: (spec.delayMs ?? 0) > 0 || spec.runAt != nil ? .delayed : .queued)
+            if !info.duplicate { metrics.submitted(spec.priority) }
+            return Self.json(Self.acceptedJSON(id: id, position: position, spec: spec, info: info), status: info.duplicate ? .ok : created)
         case .rejected(_, let code, let message):
             metrics.rejected(code)
             throw APIError.fromBroker(code: code, message: message)
@@ -313,23 +321,19 @@ public final class Gateway: Sendable {
         }
     }
 
-    static func acceptedJSON(id: TaskID, position: Int, spec: TaskSpec) -> [UInt8] {
+    static func acceptedJSON(id: TaskID, position: Int, spec: TaskSpec, info: Acceptance) -> [UInt8] {
         var w = JSONWriter()
         w.field("task_id", id.description)
-        w.field("status", "created")
+        w.field("status", info.duplicate ? "duplicate" : "created")
         w.field("priority", spec.priority.name)
-        let delayed = (spec.delayMs ?? 0) > 0
-        if delayed {
-            w.fieldNull("queue_position")
-            w.field("state", "delayed")
-        } else {
-            w.field("queue_position", position)
-            w.field("state", "queued")
-        }
+        if info.state == .queued { w.field("queue_position", position) } else { w.fieldNull("queue_position") }
+        w.field("state", info.state.rawValue)
         w.field("type", spec.type)
         let message: String
-        if let d = spec.delayMs, d > 0 {
-            message = "Task scheduled with \(spec.priority.name) priority; it will be queued in \(Double(d) / 1000) s."
+        if info.duplicate {
+            message = "A task with this idempotency key exists already; it is \(info.state.rawValue.replacingOccurrences(of: "_", with: " "))."
+        } else if info.state == .delayed {
+            message = "Task scheduled with \(spec.priority.name) priority" + (spec.delayMs.map { "; it will be queued in \(Double($0) / 1000) s." } ?? ".")
         } else {
             let ahead = position == 0 ? "it is next in line" : position == 1 ? "1 task ahead of it" : "\(position) tasks ahead of it"
             message = "Task queued with \(spec.priority.name) priority; \(ahead)."

@@ -162,6 +162,10 @@ final class FakeBroker: BrokerTransport, Sendable {
         case .submit(let r, let spec):
             if spec.type == "forbidden" { return .rejected(requestID: r, code: "unknown_type", message: "type forbidden is not accepted") }
             if spec.payload.count > 64 * 1024 * 1024 { return .rejected(requestID: r, code: "payload_too_large", message: "too large") }
+            if let key = spec.idempotencyKey, let t = s.tasks.values.first(where: { $0.spec.idempotencyKey == key }) {
+                let state = TaskState(rawValue: t.state) ?? .queued
+                return .accepted(requestID: r, id: t.id, position: 0, info: spec.notify == nil ? nil : Acceptance(duplicate: true, state: state))
+            }
             if queued(s).count >= s.maxQueue { return .rejected(requestID: r, code: "queue_full", message: "queue is full (\(s.maxQueue))") }
             let id = TaskID(raw: s.next)
             s.next += 1
@@ -169,7 +173,10 @@ final class FakeBroker: BrokerTransport, Sendable {
             s.tasks[id] = Record(id: id, spec: spec, state: st)
             s.order.append(id)
             let pos = queued(s).firstIndex { $0.id == id } ?? 0
-            return .accepted(requestID: r, id: id, position: pos)
+            return .accepted(requestID: r, id: id, position: pos,
+                             info: spec.notify == nil ? nil : Acceptance(duplicate: false, state: st == "delayed" ? .delayed : .queued))
+        case .submitBatch(let r, _):
+            return .error(requestID: r, code: "unknown_command", message: "this fake broker speaks SUBMIT only")
         case .status(let r, let id):
             guard let t = s.tasks[id] else { return .error(requestID: r, code: "not_found", message: "no task \(id)") }
             return .status(requestID: r, json: statusJSON(t, s))

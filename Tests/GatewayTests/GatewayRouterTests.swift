@@ -168,7 +168,7 @@ final class GatewayRouterTests: XCTestCase {
             ]
             for b in bodies {
                 let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: b))
-                XCTAssertEqual(r.status, .ok, String(buffer: r.body))
+                XCTAssertEqual(r.status, .created, String(buffer: r.body))
             }
             let specs = fake.submitted
             XCTAssertEqual(specs.map(\.type), ["img:v2", "render.page", "t", "t"])
@@ -186,7 +186,7 @@ final class GatewayRouterTests: XCTestCase {
             h[HTTPField.Name("Idempotency-Key")!] = "order-17"
             let r = try await client.execute(uri: "/api/tasks", method: .post, headers: h,
                                              body: ByteBuffer(string: #"{"type":"pdf","payload":"x","timeout_s":1.5,"max_attempts":3,"delay_s":30}"#))
-            XCTAssertEqual(r.status, .ok, String(buffer: r.body))
+            XCTAssertEqual(r.status, .created, String(buffer: r.body))
             let o = jsonObject(r)
             XCTAssertEqual(o["state"] as? String, "delayed")
             XCTAssertTrue(o["queue_position"] is NSNull)
@@ -198,13 +198,46 @@ final class GatewayRouterTests: XCTestCase {
 
             let r2 = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth,
                                               body: ByteBuffer(string: #"{"type":"pdf","idempotency_key":"k-1"}"#))
-            XCTAssertEqual(r2.status, .ok)
+            XCTAssertEqual(r2.status, .created)
             XCTAssertEqual(fake.submitted.last?.idempotencyKey, "k-1")
 
             let conflict = try await client.execute(uri: "/api/tasks", method: .post, headers: h,
                                                     body: ByteBuffer(string: #"{"type":"pdf","idempotency_key":"other"}"#))
             assertAPIError(conflict, .badRequest, "bad_request", field: "idempotency_key")
             XCTAssertEqual(fake.submitted.count, 2)
+        }
+    }
+
+    /// Issue 9: a resubmission is 200 with the existing task's real state, not
+    /// "created, queued, next in line"; the seed routes keep 200 for new tasks.
+    func testDuplicateSubmissionIs200WithTheRealState() async throws {
+        try await withGateway { fake, client in
+            let body = ByteBuffer(string: #"{"type":"pdf","idempotency_key":"same"}"#)
+            let first = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: body)
+            XCTAssertEqual(first.status, .created)
+            XCTAssertEqual(jsonObject(first)["status"] as? String, "created")
+            let id = try XCTUnwrap(jsonObject(first)["task_id"] as? String)
+            fake.setState(try XCTUnwrap(TaskID(id)), "running")
+            let again = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: body)
+            XCTAssertEqual(again.status, .ok, String(buffer: again.body))
+            let o = jsonObject(again)
+            XCTAssertEqual(o["status"] as? String, "duplicate")
+            XCTAssertEqual(o["task_id"] as? String, id)
+            XCTAssertEqual(o["state"] as? String, "running")
+            XCTAssertTrue(o["queue_position"] is NSNull)
+            XCTAssertEqual(fake.submitted.last?.notify, Notify.none, "the gateway wants no pushes, and the 1.1 ACCEPTED")
+
+            var h = Self.auth
+            h[HTTPField.Name("Idempotency-Key")!] = "seed-1"
+            let seedNew = try await client.execute(uri: "/summarize?priority=2", method: .post, headers: h,
+                                                   body: ByteBuffer(string: #"{"url":"https://example.com/v"}"#))
+            XCTAssertEqual(seedNew.status, .ok, String(buffer: seedNew.body))
+            XCTAssertEqual(jsonObject(seedNew)["status"] as? String, "created")
+            let seedAgain = try await client.execute(uri: "/summarize?priority=2", method: .post, headers: h,
+                                                     body: ByteBuffer(string: #"{"url":"https://example.com/v"}"#))
+            XCTAssertEqual(seedAgain.status, .ok)
+            XCTAssertEqual(jsonObject(seedAgain)["status"] as? String, "duplicate")
+            XCTAssertEqual(jsonObject(seedAgain)["state"] as? String, "queued")
         }
     }
 
@@ -247,7 +280,7 @@ final class GatewayRouterTests: XCTestCase {
         try await withGateway { fake, client in
             fake.setMaxQueue(1)
             let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
-            XCTAssertEqual(ok.status, .ok)
+            XCTAssertEqual(ok.status, .created)
             for uri in ["/api/tasks", "/summarize"] {
                 let body = uri == "/summarize" ? #"{"url":"https://e.com"}"# : #"{"type":"t"}"#
                 let r = try await client.execute(uri: uri, method: .post, headers: Self.auth, body: ByteBuffer(string: body))
@@ -282,7 +315,7 @@ final class GatewayRouterTests: XCTestCase {
             }
             let fits = #"{"type":"t","payload":""# + String(repeating: "x", count: 900) + #""}"#
             let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: fits))
-            XCTAssertEqual(ok.status, .ok)
+            XCTAssertEqual(ok.status, .created)
             XCTAssertEqual(fake.submitted.count, 1)
         }
     }
@@ -332,7 +365,7 @@ final class GatewayRouterTests: XCTestCase {
     func testNoConfiguredTokensMeansNoAuthentication() async throws {
         try await withGateway(tokens: []) { _, client in
             let r = try await client.execute(uri: "/api/tasks", method: .post, body: ByteBuffer(string: #"{"type":"t"}"#))
-            XCTAssertEqual(r.status, .ok)
+            XCTAssertEqual(r.status, .created)
         }
     }
 
