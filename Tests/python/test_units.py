@@ -256,3 +256,21 @@ def test_wheel_builds_offline(tmp_path):
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "Name: conveyor-queue" in text and "Requires-Dist: pyzmq" in text and "Requires-Python: >=3.9" in text
     assert not any(n.startswith(("examples/", "tests/")) for n in names)
+
+
+def test_automatic_keys_are_unique_and_differ_after_fork():
+    import os
+
+    keys = {_common.auto_key_text() for _ in range(10_000)}
+    assert len(keys) == 10_000 and all(k.startswith("auto-") and len(k) <= 128 for k in keys)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a prefix of its own
+        os.write(w, _common.auto_key_text().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 200).decode()
+    os.close(r)
+    os.close(w)
+    mine = _common.auto_key_text()
+    assert child.rsplit("-", 1)[0] != mine.rsplit("-", 1)[0]

@@ -18,6 +18,7 @@ from ._common import (
     make_dealer,
     read_monitor_event,
     plan_batches,
+    recv_messages,
     send_frames,
     tasks_limit,
 )
@@ -145,15 +146,14 @@ class AsyncClient:
                 elif ev == EVENT_UP:
                     for req in core.on_connected():
                         self._send(req)
-            batch: List[List[bytes]] = []
-            # Reading EVENTS also re-arms the edge-triggered descriptor.
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and len(batch) < 10_000:
-                batch.append(sock.recv_multipart(zmq.NOBLOCK))
+            batch = recv_messages(sock)
             if batch:
                 for req in core.on_messages(batch):
                     self._send(req)
-                if len(batch) >= 10_000:
-                    self._schedule_check()
+            # Reading EVENTS also re-arms the edge-triggered descriptor; anything that
+            # arrived meanwhile is read on the next turn of the loop.
+            if len(batch) >= 10_000 or sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._schedule_check()
         except zmq.ZMQError:
             if self._closed:
                 return

@@ -22,6 +22,7 @@ from ._common import (
     make_dealer,
     read_monitor_event,
     plan_batches,
+    recv_messages,
     send_frames,
     tasks_limit,
 )
@@ -155,12 +156,7 @@ class Client:
                     elif ev == EVENT_UP:
                         for req in core.on_connected():
                             self._send(req)
-                batch: List[List[bytes]] = []
-                while len(batch) < 10_000:
-                    try:
-                        batch.append(sock.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                batch = recv_messages(sock)
                 if batch:
                     for req in core.on_messages(batch):
                         self._send(req)

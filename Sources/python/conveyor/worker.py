@@ -17,7 +17,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, 
 
 import zmq
 
-from ._common import DEFAULT_WORKER_ENDPOINT, MAX_MSG_SIZE, send_frames
+from ._common import DEFAULT_WORKER_ENDPOINT, MAX_MSG_SIZE, recv_messages, send_frames
 from ._curve import CurveKeys, PathLike, apply_curve, load_curve_keys
 from ._errors import RetryLater
 from ._protocol import (
@@ -43,6 +43,8 @@ MAX_ERROR_BYTES = 16 * 1024
 BACKOFF_START = 1.0
 BACKOFF_MAX = 32.0
 _UNSET = object()
+_new_task = object.__new__
+_EVENT_LOCK = threading.Lock()
 
 Handler = Callable[["Task", "TaskContext"], Any]
 
@@ -80,18 +82,35 @@ class TaskContext:
     the attempt: progress and the return value are dropped.
     """
 
+    __slots__ = ("_worker", "_key", "_event", "cancel_reason", "_retry_ms", "_cost")
+
     def __init__(self, worker: "Worker", key: Tuple[bytes, int]):
         self._worker = worker
         self._key = key
-        self.cancelled = threading.Event()
+        self._event: Optional[threading.Event] = None  # made on first use: most tasks never look
         self.cancel_reason: Optional[str] = None
         self._retry_ms: Any = _UNSET
         self._cost: Optional[int] = None
 
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when this attempt must stop (see the class documentation)."""
+        ev = self._event
+        if ev is None:
+            with _EVENT_LOCK:
+                ev = self._event
+                if ev is None:
+                    ev = self._event = threading.Event()
+                    if self.cancel_reason is not None:
+                        ev.set()
+        return ev
+
     def _cancel(self, reason: str) -> None:
-        if not self.cancelled.is_set():
-            self.cancel_reason = reason
-            self.cancelled.set()
+        with _EVENT_LOCK:
+            if self.cancel_reason is None:
+                self.cancel_reason = reason
+                if self._event is not None:
+                    self._event.set()
 
     def progress(self, percent: Optional[float] = None, message: str = "") -> None:
         """Send PROGRESS: ``percent`` 0–100 (None = indeterminate) and a message.
@@ -103,7 +122,7 @@ class TaskContext:
         else:
             pct = b""
         msg = message.encode("utf-8") if isinstance(message, str) else bytes(message)
-        if not self.cancelled.is_set():
+        if self.cancel_reason is None:
             self._worker._post(("progress", self, pct, msg))
 
     def retry_later(self, seconds: Optional[float] = None) -> None:
@@ -151,14 +170,19 @@ class _Pool:
         self._keep = keep
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self.submit_many(fn, [args])
+
+    def submit_many(self, fn: Callable[..., None], calls: List[Tuple[Any, ...]]) -> None:
+        """``fn(*args)`` for each args, each on a thread of its own if need be."""
         with self._lock:
-            spawn = self._idle == 0
-            if spawn:
-                self._threads += 1
-            else:
-                self._idle -= 1
-        self._q.put((fn, args))
-        if spawn:
+            reuse = min(self._idle, len(calls))
+            self._idle -= reuse
+            spawn = len(calls) - reuse
+            self._threads += spawn
+        put = self._q.put
+        for args in calls:
+            put((fn, args))
+        for _ in range(spawn):
             threading.Thread(target=self._work, name="conveyor-handler", daemon=True).start()
 
     def _work(self) -> None:
@@ -236,6 +260,8 @@ class Worker:
         self._liveness = int(liveness)
         self._zctx = context
         self._handlers: Dict[str, Handler] = {}
+        self._kinds: Dict[Any, bool] = {}  # handler -> is it async
+        self._starts: List[Any] = []  # tasks received this round, started after the round's sends
         self._fallback: Optional[Handler] = None
         self._running: Dict[Tuple[bytes, int], _Running] = {}
         self._outbox: Deque[Any] = deque()
@@ -262,10 +288,22 @@ class Worker:
 
     # ----- registration ---------------------------------------------------------------
 
-    def handler(self, *types: str) -> Callable[[Handler], Handler]:
-        """Decorator: ``@w.handler("pdf", "document")``; ``@w.handler()`` for any type."""
+    def handler(self, *types: str, inline: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator: ``@w.handler("pdf", "document")``; ``@w.handler()`` for any type.
+
+        ``inline=True`` (sync handlers only) runs the handler on the worker's socket
+        thread, between receiving and sending, instead of on a handler thread: no
+        thread hand-off, which is most of the cost of a task that takes
+        microseconds (a lookup, a small computation, a fan-out). Inline tasks run
+        one after the other, and while one runs the worker reads nothing and sends
+        no heartbeat: use it only for handlers that return in well under a
+        millisecond and never block on I/O."""
 
         def register(fn: Handler) -> Handler:
+            if inline:
+                if self._kind(fn) == "async":
+                    raise ValueError("inline=True is for sync handlers; async ones already share one loop")
+                self._kinds[fn] = "inline"
             if types:
                 for t in types:
                     self._handlers[check_type(t).decode()] = fn
@@ -275,9 +313,9 @@ class Worker:
 
         return register
 
-    def add_handler(self, task_type: Optional[str], fn: Handler) -> None:
+    def add_handler(self, task_type: Optional[str], fn: Handler, *, inline: bool = False) -> None:
         """``w.add_handler("pdf", fn)``; ``None`` for any type."""
-        (self.handler(task_type) if task_type else self.handler())(fn)
+        (self.handler(task_type, inline=inline) if task_type else self.handler(inline=inline))(fn)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -429,7 +467,7 @@ class Worker:
             value = await fn(task, ctx)
             out = self._outcome(ctx, value, None)
         except asyncio.CancelledError:
-            if ctx.cancelled.is_set():
+            if ctx.cancel_reason is not None:
                 return  # we cancelled it: nothing more may be sent for this attempt
             out = self._outcome(ctx, None, RuntimeError("handler was cancelled"))
         except BaseException as e:  # noqa: BLE001
@@ -498,6 +536,7 @@ class Worker:
         self._draining = False
 
     def _abandon_all(self, reason: str) -> None:
+        self._starts.clear()  # received but not started: never started
         for r in self._running.values():
             r.ctx._cancel(reason)
             if r.future is not None:
@@ -540,6 +579,8 @@ class Worker:
         return True
 
     def _take_outbox(self) -> List[Any]:
+        if not self._woken:  # nothing was posted since the last time (read without the lock: a hint)
+            return []
         try:
             os.read(self._rfd, 4096)
         except BlockingIOError:
@@ -587,11 +628,7 @@ class Worker:
             timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
             events = dict(self._poller.poll(timeout_ms))
             if self._sock in events:
-                for _ in range(10_000):
-                    try:
-                        msg = self._sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
+                for msg in recv_messages(self._sock):
                     if not self._handle(msg):
                         if self._stop_requested.is_set():
                             self._close_abandoning()
@@ -601,17 +638,52 @@ class Worker:
                         break
             if self._rfd in events:
                 self._flush_outbox()
+            if self._starts:
+                self._start_handlers()
 
-    def _flush_outbox(self) -> None:
+    def _start_handlers(self) -> None:
+        """Hand the tasks received in this round to their handlers, once the round's
+        sends are done: a handler thread woken earlier would take the GIL from the
+        socket thread at each of its frame sends (pyzmq releases it around every
+        frame), which made the hand-off several times dearer."""
+        starts, self._starts = self._starts, []
+        sync = []
+        inline = []
+        kind = self._kind
+        for fn, task, ctx, r in starts:
+            k = kind(fn)
+            if k == "sync":
+                sync.append((fn, task, ctx))
+            elif k == "inline":
+                inline.append((fn, task, ctx))
+            else:
+                r.future = asyncio.run_coroutine_threadsafe(self._run_async(fn, task, ctx), self._async_loop())
+        if sync:
+            self._pool.submit_many(self._run_sync, sync)
+        if inline:
+            ends = []
+            for fn, task, ctx in inline:
+                try:
+                    value = fn(task, ctx)
+                    out = self._outcome(ctx, value, None)
+                except BaseException as e:  # noqa: BLE001 - report everything as FAIL
+                    out = self._outcome(ctx, None, e)
+                ends.append(("end", ctx, out))
+            self._flush_outbox(ends)  # their PROGRESS (in the outbox) first, then the results
+
+    def _flush_outbox(self, more: Optional[List[Any]] = None) -> None:
         dones: List[bytes] = []  # DONE_BATCH groups: task_id, attempt, result, cost
         running = self._running
         stats = self.stats
-        for item in self._take_outbox():
+        items = self._take_outbox()
+        if more:
+            items += more
+        for item in items:
             if item is None:
                 continue
             kind, ctx = item[0], item[1]
             r = running.get(ctx._key)
-            if r is None or r.ctx is not ctx or ctx.cancelled.is_set() and kind == "progress":
+            if r is None or r.ctx is not ctx or ctx.cancel_reason is not None and kind == "progress":
                 continue  # cancelled, timed out and cancelled, abandoned or returned
             if kind == "progress":
                 self._send(b"PROGRESS", ctx._key[0], r.attempt_frame, item[2], item[3])
@@ -652,7 +724,8 @@ class Worker:
         if cmd == b"DISCONNECT" and len(msg) == 2:
             return False
         self._backoff = BACKOFF_START  # any other message: our READY was accepted (§8.3)
-        self._registered.set()
+        if not self._registered.is_set():
+            self._registered.set()
         if cmd == b"TASK" and len(msg) == 8:
             if self._valid_task(msg, 2):
                 self._on_task(msg, 2)
@@ -703,9 +776,12 @@ class Worker:
             self._send(b"RETURN", tid, attempt_b)
             self.stats["returned"] += 1
             return
-        now = time.monotonic()
-        task = Task(id=tid.decode(), type=type_s, priority=int(prio), attempt=attempt, payload=payload,
-                    deadline=now + timeout_ms / 1000.0, timeout=timeout_ms / 1000.0)
+        timeout = timeout_ms / 1000.0
+        # Task is a frozen dataclass; filling its __dict__ skips the frozen __setattr__
+        # of each field, a quarter of the per-task overhead of dispatching.
+        task = _new_task(Task)
+        task.__dict__.update(id=tid.decode(), type=type_s, priority=prio[0] - 48, attempt=attempt, payload=payload,
+                             deadline=time.monotonic() + timeout, timeout=timeout)
         ctx = TaskContext(self, key)
         r = _Running(task, ctx, attempt_b)
         self._running[key] = r
@@ -713,10 +789,16 @@ class Worker:
         fn = self._handlers.get(type_s, self._fallback)
         if fn is None:
             self._post(("end", ctx, (b"FAIL", [f"this worker has no handler for task type {type_s!r}".encode()])))
-        elif inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
-            r.future = asyncio.run_coroutine_threadsafe(self._run_async(fn, task, ctx), self._async_loop())
         else:
-            self._pool.submit(self._run_sync, fn, task, ctx)
+            self._starts.append((fn, task, ctx, r))
+
+    def _kind(self, fn: Handler) -> str:
+        """"sync" (handler threads), "async" (the loop thread) or "inline"."""
+        known = self._kinds.get(fn)
+        if known is None:
+            is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+            known = self._kinds[fn] = "async" if is_async else "sync"
+        return known
 
     def _close_abandoning(self) -> None:
         self._abandon_all("connection_lost")
