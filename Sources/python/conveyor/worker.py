@@ -260,7 +260,8 @@ class Worker:
         self._liveness = int(liveness)
         self._zctx = context
         self._handlers: Dict[str, Handler] = {}
-        self._kinds: Dict[Any, bool] = {}  # handler -> is it async
+        self._kinds: Dict[Any, str] = {}  # handler -> "sync" | "async" | "inline"
+        self._ok_types: set = set()  # task types seen valid in TASKs
         self._starts: List[Any] = []  # tasks received this round, started after the round's sends
         self._fallback: Optional[Handler] = None
         self._running: Dict[Tuple[bytes, int], _Running] = {}
@@ -756,13 +757,18 @@ class Worker:
         # HEARTBEAT, and commands we do not know: only a sign of life
         return True
 
-    @staticmethod
-    def _valid_task(msg: List[bytes], j: int) -> bool:
-        """msg[j:j+6] are valid TASK fields (§6.3)."""
-        prio = msg[j + 3]
-        return (is_task_id(msg[j]) and parse_number(msg[j + 1], 1) is not None
-                and parse_number(msg[j + 4], 1, MAX_TIMEOUT_MS) is not None and len(prio) == 1 and prio in b"0123"
-                and _TYPE_OK(msg[j + 2]) is not None)
+    def _valid_task(self, msg: List[bytes], j: int) -> bool:
+        """msg[j:j+6] are valid TASK fields (§6.3). (bytes.isdigit is ASCII-only.)"""
+        attempt, ttype, prio, tmo = msg[j + 1], msg[j + 2], msg[j + 3], msg[j + 4]
+        if not (attempt.isdigit() and tmo.isdigit() and len(prio) == 1 and prio in b"0123"
+                and int(attempt) >= 1 and 1 <= int(tmo) <= MAX_TIMEOUT_MS and is_task_id(msg[j])):
+            return False
+        if ttype not in self._ok_types:
+            if _TYPE_OK(ttype) is None:
+                return False
+            if len(self._ok_types) < 1024:
+                self._ok_types.add(ttype)
+        return True
 
     def _on_task(self, msg: List[bytes], j: int) -> None:
         tid, attempt_b, ttype, prio, tmo, payload = msg[j:j + 6]
