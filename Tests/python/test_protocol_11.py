@@ -181,8 +181,7 @@ def test_worker_gets_task_batches_and_answers_with_done_batches(broker, client, 
     subs = client.submit_many([("bt", b"%d" % i) for i in range(40)], notify="final")
     assert all(isinstance(s, conveyor.Submitted) for s in subs)
     # inline handlers finish together within one round: their results leave together
-    w = make_worker({"bt": lambda task, ctx: task.payload + b"!"}, concurrency=4, start=False)
-    w._kinds.clear()
+    w = make_worker({}, concurrency=4, start=False)
     w.add_handler("bt", lambda task, ctx: task.payload + b"!", inline=True)
     w.start()
     assert w.registered.wait(10) and w.welcomed and w.batching
