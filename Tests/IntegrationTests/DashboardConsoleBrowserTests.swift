@@ -118,7 +118,7 @@ final class DashboardConsoleBrowserTests: ClusterTestCase {
         try cluster.waitForGatewayEvents(gw)
         func submit(_ json: String) throws -> String {
             let r = try gw.http.json("POST", "/api/tasks", json: json)
-            XCTAssertEqual(r.status, 200, r.text)
+            XCTAssertEqual(r.status, 201, r.text)
             return try XCTUnwrap(r.json["task_id"] as? String)
         }
         let ok = try submit(#"{"type":"ok","payload":"hello console"}"#)

@@ -53,9 +53,9 @@ final class GatewayDashboardBrowserTests: ClusterTestCase {
         let gw = try cluster.startGateway(tokens: [Self.token])
         try cluster.waitForGatewayEvents(gw, token: Self.token)
         for i in 0..<4 {
-            XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"ok","payload":"\#(i)"}"#).status, 200)
+            XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"ok","payload":"\#(i)"}"#).status, 201)
         }
-        XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"fails"}"#).status, 200)
+        XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"fails"}"#).status, 201)
         _ = try eventually("5 tasks processed") { () -> Bool? in
             (try gw.http.json("GET", "/api/queue/stats").json["total_processed"] as? Int) == 5 ? true : nil
         }
@@ -65,7 +65,7 @@ final class GatewayDashboardBrowserTests: ClusterTestCase {
         }
         // Work the page must show as queued: no worker accepts "held".
         for p in ["urgent", "urgent", "low"] {
-            XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"held","priority":"\#(p)"}"#).status, 200)
+            XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"held","priority":"\#(p)"}"#).status, 201)
         }
         let stats = try gw.http.json("GET", "/api/queue/stats").json
         XCTAssertEqual(stats["queue_size"] as? Int, 3)

@@ -40,7 +40,7 @@ final class GatewayIntegrationTests: ClusterTestCase {
                     r = try gw.http.json("POST", "/summarize?priority=\(p.rawValue)", token: Self.token,
                                          json: #"{"url":"https://example.com/\#(p.name)"}"#)
                 }
-                XCTAssertEqual(r.status, 200, r.text)
+                XCTAssertEqual(r.status, round == 0 ? 201 : 200, r.text)
                 XCTAssertEqual(r.json["priority"] as? String, p.name)
                 expected[p, default: []].append(try XCTUnwrap(r.json["task_id"] as? String))
             }
@@ -162,7 +162,7 @@ final class GatewayIntegrationTests: ClusterTestCase {
         try cluster.startBroker(["--max-queue", "2"])
         let gw = try cluster.startGateway(tokens: [Self.token])
         for _ in 0..<2 {
-            XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"t"}"#).status, 200)
+            XCTAssertEqual(try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"t"}"#).status, 201)
         }
         let r = try gw.http.json("POST", "/summarize?priority=urgent", token: Self.token, json: #"{"url":"https://e.com"}"#)
         XCTAssertEqual(r.status, 503, r.text)
@@ -203,7 +203,7 @@ final class GatewayIntegrationTests: ClusterTestCase {
 
         try cluster.startBroker(reuseEndpoints: true)
         _ = try eventually("the gateway to reconnect") { () -> Bool? in
-            try gw.http.json("POST", "/api/tasks", json: #"{"type":"t"}"#).status == 200 ? true : nil
+            try gw.http.json("POST", "/api/tasks", json: #"{"type":"t"}"#).status == 201 ? true : nil
         }
         XCTAssertEqual(try gw.http.json("GET", "/healthz").status, 200)
     }
@@ -236,14 +236,14 @@ final class GatewayIntegrationTests: ClusterTestCase {
         try cluster.startWorker(name: "w1")
         let gw = try cluster.startGateway()
         try cluster.waitForGatewayEvents(gw)
-        for _ in 0..<3 { XCTAssertEqual(try gw.http.json("POST", "/api/tasks", json: #"{"type":"t","priority":"high"}"#).status, 200) }
+        for _ in 0..<3 { XCTAssertEqual(try gw.http.json("POST", "/api/tasks", json: #"{"type":"t","priority":"high"}"#).status, 201) }
         let text = try eventually("three successes in /metrics") { () -> String? in
             let t = try gw.http.request("GET", "/metrics").text
             return t.contains("conveyor_tasks_succeeded_total 3") && t.contains("conveyor_dispatch_latency_seconds_count 3") ? t : nil
         }
         for needle in ["conveyor_workers_connected 1.0", "conveyor_broker_up 1.0", #"conveyor_tasks_submitted_total{priority="high"} 3"#,
                        #"conveyor_queue_depth{priority="urgent"} 0.0"#, "conveyor_dispatch_latency_seconds_count 3",
-                       #"conveyor_http_requests_total{method="POST",route="/api/tasks",status="200"} 3"#] {
+                       #"conveyor_http_requests_total{method="POST",route="/api/tasks",status="201"} 3"#] {
             XCTAssertTrue(text.contains(needle), "missing \(needle):\n\(text)")
         }
         XCTAssertEqual(try gw.http.json("GET", "/healthz").json["status"] as? String, "ok")

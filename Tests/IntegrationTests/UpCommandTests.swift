@@ -72,7 +72,7 @@ final class UpCommandTests: ClusterTestCase {
         // A task over HTTP, one over ZeroMQ.
         let http = GatewayHTTPClient(port: up.port)
         let accepted = try http.json("POST", "/api/tasks", json: #"{"type":"greeting","payload":"over http"}"#)
-        XCTAssertEqual(accepted.status, 200, accepted.text)
+        XCTAssertEqual(accepted.status, 201, accepted.text)
         let httpID = try XCTUnwrap(accepted.json["task_id"] as? String)
         _ = try eventually("the HTTP task to succeed") { () -> Bool? in
             let s = try http.json("GET", "/api/tasks/\(httpID)/status").json
