@@ -49,6 +49,8 @@ public final class Broker: @unchecked Sendable {
     private var workerBatch: [PeerID: Int] = [:]
     /// This iteration's dispatches, grouped per worker so that several can go in one TASK_BATCH.
     private var assignments: [PeerID: [BrokerToWorker.Assignment]] = [:]
+    /// Per task, the `started` events of this flush not announced yet (see `announce`).
+    private var laterStarts: [TaskID: Int] = [:]
     private var revokedPeers: Set<[UInt8]> = []
     private var authRevoked = 0
     private var nextAllowlistReload: Timestamp = 0
@@ -490,6 +492,8 @@ public final class Broker: @unchecked Sendable {
             }
             for (peer, frames) in replies { send(clients, peer, frames) }
             replies.removeAll(keepingCapacity: true)
+            laterStarts.removeAll(keepingCapacity: true)
+            for case .event(.started(let id, _, _, _)) in output { laterStarts[id, default: 0] += 1 }
             for o in output where !o.isForWorker { perform(o, now) }
             // Sends can fail (a worker vanished), which requeues: dispatch again.
             scheduler.dispatch(now: now)
@@ -565,9 +569,13 @@ public final class Broker: @unchecked Sendable {
     private func announce(_ e: TaskEvent, _ now: Timestamp) {
         let t = e.taskID.flatMap { scheduler.task($0) }
         let wall = scheduler.wall(now)
+        // The record is as the whole loop turn left it; dispatches announced after
+        // this event had not happened yet when it did.
+        let attempt = t.map { $0.attempt &- UInt16(clamping: laterStarts[$0.id] ?? 0) }
+        if case .started(let id, _, _, _) = e, let n = laterStarts[id] { laterStarts[id] = n > 1 ? n - 1 : nil }
         func pub(_ topic: String, _ id: TaskID, _ extra: (inout JSONWriter) -> Void = { _ in }) {
             guard events.wants(topic) else { return }
-            events.publish(topic, TaskJSON.event(String(topic.dropFirst(5)), t, id: id, now: wall, extra: extra))
+            events.publish(topic, TaskJSON.event(String(topic.dropFirst(5)), t, id: id, attempt: attempt, now: wall, extra: extra))
         }
         func pubType(_ topic: String, _ type: String, _ extra: (inout JSONWriter) -> Void = { _ in }) {
             guard events.wants(topic) else { return }
@@ -610,7 +618,8 @@ public final class Broker: @unchecked Sendable {
             pub("task.reassigned", id) { $0.field("from_worker", from) }
         case .returned(let id, let from):
             logger.info("task returned", metadata: ["task": "\(id)", "from": "\(from)"])
-            pub("task.reassigned", id) { $0.field("from_worker", from) }
+            // Not `task.reassigned`: that one says a worker was lost (§7.2).
+            pub("task.returned", id) { $0.field("from_worker", from) }
         case .cancelled(let id, let prev):
             pub("task.cancelled", id) { $0.field("previous_state", prev.rawValue) }
         case .deadRetried(let id):

@@ -17,7 +17,8 @@ enum TaskJSON {
         if let position { w.field("queue_position", position) }
         if let waitingFor { w.field("waiting_for", waitingFor.rawValue) }
         let d = t.details
-        w.field("worker", t.state == .running ? d?.worker : nil)
+        // Present only while running (§5.3): members of other states are omitted, not null.
+        if t.state == .running, let worker = d?.worker { w.field("worker", worker) }
         if let d, d.progressPercent != nil || d.progressMessage != nil {
             w.beginObject("progress")
             w.field("percent", d.progressPercent.map { Int($0) })
@@ -66,14 +67,16 @@ enum TaskJSON {
         w.endObject()
     }
 
-    static func event(_ name: String, _ t: TaskRecord?, id: TaskID, now: Timestamp, extra: (inout JSONWriter) -> Void) -> [UInt8] {
+    /// - Parameter attempt: dispatches so far when the event happened (§7.3); the
+    ///   record may be ahead of it when the task was dispatched again in the same loop turn.
+    static func event(_ name: String, _ t: TaskRecord?, id: TaskID, attempt: UInt16?, now: Timestamp, extra: (inout JSONWriter) -> Void) -> [UInt8] {
         var w = JSONWriter(capacity: 256)
         w.field("event", name)
         w.field("task_id", id.description)
         if let t {
             w.field("type", t.type)
             w.field("priority", t.priority.name)
-            w.field("attempt", Int(t.attempt))
+            w.field("attempt", Int(attempt ?? t.attempt))
         }
         w.field("ts", now.rfc3339)
         extra(&w)
