@@ -88,7 +88,7 @@ let package = Package(
             ],
             resources: [.copy("Resources")]
         ),
-        .target(name: "ConveyorOps"),
+        .target(name: "ConveyorOps", dependencies: ["ConveyorProtocol"]),
         .executableTarget(
             name: "conveyor",
             dependencies: [

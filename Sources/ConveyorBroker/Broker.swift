@@ -88,7 +88,7 @@ public final class Broker: @unchecked Sendable {
                 "subscribers": "\(snap.allowed[.subscriber]?.count ?? 0)", "admins": "\(snap.admins.count)",
             ])
         }
-        let maxMessage = Int64(config.scheduler.maxPayloadBytes + 64 * 1024)
+        let maxMessage = Int64(config.scheduler.maxPayloadBytes + Limits.frameOverheadBytes)
         clients = try context.socket(SocketRoles.brokerRouter(maxMessageSize: maxMessage, security: security(.client)))
         try clients.bind(config.clientsEndpoint)
         workers = try context.socket(SocketRoles.brokerRouter(maxMessageSize: maxMessage, security: security(.worker)))
@@ -229,9 +229,9 @@ public final class Broker: @unchecked Sendable {
         guard stillAllowed(peer, userID, as: .client) else {
             switch request {
             case .submit, .submitBatch:
-                reply(peer, .rejected(requestID: request.requestID, code: "forbidden", message: "this key is no longer allowed"))
+                reply(peer, .rejected(requestID: request.requestID, code: ErrorCode.forbidden.rawValue, message: "this key is no longer allowed"))
             default:
-                reply(peer, .error(requestID: request.requestID, code: "forbidden", message: "this key is no longer allowed"))
+                reply(peer, .error(requestID: request.requestID, code: ErrorCode.forbidden.rawValue, message: "this key is no longer allowed"))
             }
             return
         }
@@ -251,11 +251,11 @@ public final class Broker: @unchecked Sendable {
                 reply(peer, .status(requestID: rid, json: TaskJSON.status(
                     t, position: scheduler.queuePosition(of: id, now: now), waitingFor: scheduler.waitingFor(id, now: now))))
             } else {
-                reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
+                reply(peer, .error(requestID: rid, code: ErrorCode.notFound.rawValue, message: "no task \(id)"))
             }
         case .cancel(let rid, let id):
             if let t = scheduler.task(id), !caller.owns(t) {
-                reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
+                reply(peer, .error(requestID: rid, code: ErrorCode.notFound.rawValue, message: "no task \(id)"))
                 return
             }
             switch scheduler.cancel(id, now: now) {
@@ -263,9 +263,9 @@ public final class Broker: @unchecked Sendable {
                 logger.info("task cancelled", metadata: ["task": "\(id)", "was": "\(previous.rawValue)"])
                 reply(peer, .cancelled(requestID: rid, id: id, previous: previous.rawValue))
             case .failure(.notFound):
-                reply(peer, .error(requestID: rid, code: "not_found", message: "no task \(id)"))
+                reply(peer, .error(requestID: rid, code: ErrorCode.notFound.rawValue, message: "no task \(id)"))
             case .failure(.alreadyFinished(let s)):
-                reply(peer, .error(requestID: rid, code: "not_cancellable", message: "task \(id) is already \(s.rawValue)"))
+                reply(peer, .error(requestID: rid, code: ErrorCode.notCancellable.rawValue, message: "task \(id) is already \(s.rawValue)"))
             }
         case .stats(let rid):
             reply(peer, .stats(requestID: rid, json: statsJSON(now)))
@@ -287,10 +287,10 @@ public final class Broker: @unchecked Sendable {
         case .ping(let rid):
             reply(peer, .pong(requestID: rid))
         case .dead(let rid, let action):
-            guard caller.isAdmin else { return reply(peer, .error(requestID: rid, code: "forbidden", message: "dead letters need an admin key")) }
+            guard caller.isAdmin else { return reply(peer, .error(requestID: rid, code: ErrorCode.forbidden.rawValue, message: "dead letters need an admin key")) }
             handleDead(peer, rid, action, now)
         case .type(let rid, let action, let type):
-            guard caller.isAdmin else { return reply(peer, .error(requestID: rid, code: "forbidden", message: "pausing a type needs an admin key")) }
+            guard caller.isAdmin else { return reply(peer, .error(requestID: rid, code: ErrorCode.forbidden.rawValue, message: "pausing a type needs an admin key")) }
             let changed = action == .pause ? scheduler.pause(type: type) : scheduler.resume(type: type)
             if changed { logger.notice("type \(action == .pause ? "paused" : "resumed")", metadata: ["type": "\(type)"]) }
             var w = JSONWriter()
@@ -312,7 +312,7 @@ public final class Broker: @unchecked Sendable {
         case .success(let a):
             return .accepted(id: a.id, position: a.state == .queued ? a.position : 0, info: Acceptance(duplicate: a.duplicate, state: a.state))
         case .failure(let r):
-            if r.code == "queue_full" {
+            if r.code == ErrorCode.queueFull.rawValue {
                 logger.warning("task rejected: queue full", metadata: ["type": "\(spec.type)", "max_queue": "\(config.scheduler.maxQueue)"])
             }
             return .rejected(code: r.code, message: r.message)
@@ -339,7 +339,7 @@ public final class Broker: @unchecked Sendable {
         case .purge(let id):
             let n = scheduler.purgeDead(id)
             if let id, n == 0 {
-                reply(peer, .error(requestID: rid, code: "not_found", message: "no dead-lettered task \(id)"))
+                reply(peer, .error(requestID: rid, code: ErrorCode.notFound.rawValue, message: "no dead-lettered task \(id)"))
                 return
             }
             var w = JSONWriter()
@@ -660,46 +660,46 @@ public final class Broker: @unchecked Sendable {
         let c = scheduler.counters
         let s = config.scheduler
         var w = JSONWriter(capacity: 768)
-        w.field("version", ConveyorVersion.current)
-        w.field("total_processed", c.succeeded + c.failed + c.timedOut)
-        w.field("total_success", c.succeeded)
-        w.field("total_failed", c.failed)
-        w.field("total_timeout", c.timedOut)
-        w.field("total_cancelled", c.cancelled)
-        w.field("current_processing", scheduler.runningCount)
-        w.field("queue_size", scheduler.queueSize)
-        w.field("max_workers", s.maxRunning)
-        w.field("max_queue_size", s.maxQueue)
-        w.field("is_running", running && scheduler.isAcceptingTasks)
-        w.beginObject("queue_by_priority")
+        w.field(StatsMember.version.rawValue, ConveyorVersion.current)
+        w.field(StatsMember.totalProcessed.rawValue, c.succeeded + c.failed + c.timedOut)
+        w.field(StatsMember.totalSuccess.rawValue, c.succeeded)
+        w.field(StatsMember.totalFailed.rawValue, c.failed)
+        w.field(StatsMember.totalTimeout.rawValue, c.timedOut)
+        w.field(StatsMember.totalCancelled.rawValue, c.cancelled)
+        w.field(StatsMember.currentProcessing.rawValue, scheduler.runningCount)
+        w.field(StatsMember.queueSize.rawValue, scheduler.queueSize)
+        w.field(StatsMember.maxWorkers.rawValue, s.maxRunning)
+        w.field(StatsMember.maxQueueSize.rawValue, s.maxQueue)
+        w.field(StatsMember.isRunning.rawValue, running && scheduler.isAcceptingTasks)
+        w.beginObject(StatsMember.queueByPriority.rawValue)
         for p in Priority.dispatchOrder { w.field(p.name.lowercased(), scheduler.queueSize(p)) }
         w.endObject()
-        w.field("delayed", scheduler.delayed)
-        w.field("workers_connected", scheduler.allWorkers.count)
-        w.field("workers_busy", scheduler.workersBusy)
-        w.field("tasks_submitted", c.submitted)
-        w.field("tasks_reassigned", c.reassigned)
-        w.field("tasks_retried", c.retried)
-        w.field("submissions_rejected", c.rejected)
-        w.field("stale_results", c.staleResults + staleFromUnknownPeers)
-        w.field("malformed_messages", malformed)
-        w.field("undeliverable_messages", undeliverable)
-        w.field("dead_letters", scheduler.deadLetterCount)
-        w.field("tasks_rate_limited", c.rateLimited)
-        w.field("auth_failures", zap?.authFailures ?? 0)
-        w.field("auth_revoked", authRevoked)
-        w.beginObject("types")
+        w.field(StatsMember.delayed.rawValue, scheduler.delayed)
+        w.field(StatsMember.workersConnected.rawValue, scheduler.allWorkers.count)
+        w.field(StatsMember.workersBusy.rawValue, scheduler.workersBusy)
+        w.field(StatsMember.tasksSubmitted.rawValue, c.submitted)
+        w.field(StatsMember.tasksReassigned.rawValue, c.reassigned)
+        w.field(StatsMember.tasksRetried.rawValue, c.retried)
+        w.field(StatsMember.submissionsRejected.rawValue, c.rejected)
+        w.field(StatsMember.staleResults.rawValue, c.staleResults + staleFromUnknownPeers)
+        w.field(StatsMember.malformedMessages.rawValue, malformed)
+        w.field(StatsMember.undeliverableMessages.rawValue, undeliverable)
+        w.field(StatsMember.deadLetters.rawValue, scheduler.deadLetterCount)
+        w.field(StatsMember.tasksRateLimited.rawValue, c.rateLimited)
+        w.field(StatsMember.authFailures.rawValue, zap?.authFailures ?? 0)
+        w.field(StatsMember.authRevoked.rawValue, authRevoked)
+        w.beginObject(StatsMember.types.rawValue)
         for ts in scheduler.typeStats(now: now) { TaskJSON.typeStats(ts, into: &w) }
         w.endObject()
-        w.beginObject("dispatch_latency_ms")
+        w.beginObject(StatsMember.dispatchLatencyMs.rawValue)
         w.field("p50", Double(latency.valueAtPercentile(50)) / 1000)
         w.field("p90", Double(latency.valueAtPercentile(90)) / 1000)
         w.field("p99", Double(latency.valueAtPercentile(99)) / 1000)
         w.field("max", Double(latency.max) / 1000)
         w.field("count", Int(latency.totalCount))
         w.endObject()
-        w.field("uptime_s", (now - startedAt) / 1_000_000)
-        w.field("timestamp", scheduler.wall(now).rfc3339)
+        w.field(StatsMember.uptimeS.rawValue, (now - startedAt) / 1_000_000)
+        w.field(StatsMember.timestamp.rawValue, scheduler.wall(now).rfc3339)
         return w.finish()
     }
 

@@ -197,7 +197,7 @@ public struct Scheduler: Sendable {
         record.mutesProgress = spec.notify == .final
         record.ownerIndex = OwnerNames.shared.index(spec.owner)
         nextSeq += 1
-        if spec.idempotencyKey != nil || spec.backoffMs != 1000 || spec.backoffMaxMs != 300_000 || isDelayed {
+        if spec.idempotencyKey != nil || spec.backoffMs != TaskSpec.defaultBackoffMs || spec.backoffMaxMs != TaskSpec.defaultBackoffMaxMs || isDelayed {
             let d = record.detailsForWriting()
             d.idempotencyKey = spec.idempotencyKey
             d.backoffMs = spec.backoffMs

@@ -12,7 +12,9 @@ public struct SchedulerConfig: Sendable, Equatable {
     public var maxDeliveries: UInt16 = 3
     /// nil: any type is accepted.
     public var allowedTypes: Set<String>? = nil
-    public var maxPayloadBytes: Int = 10 * 1024 * 1024
+    public var maxPayloadBytes: Int = SchedulerConfig.defaultMaxPayloadBytes
+    /// The default max payload size (spec §11): 10 MiB.
+    public static let defaultMaxPayloadBytes = 10 * 1024 * 1024
     /// How long finished tasks keep their result (CONVEYOR_RESULT_TTL).
     public var resultTTLSeconds: Int64 = 86_400
     /// Finished tasks kept in memory for STATUS; older ones are only in the journal.

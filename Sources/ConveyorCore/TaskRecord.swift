@@ -121,8 +121,8 @@ public final class TaskDetails: @unchecked Sendable {
     public var error: String?
     public var idempotencyKey: String?
     public var runAt: Timestamp?
-    public var backoffMs: UInt32 = 1000
-    public var backoffMaxMs: UInt32 = 300_000
+    public var backoffMs: UInt32 = TaskSpec.defaultBackoffMs
+    public var backoffMaxMs: UInt32 = TaskSpec.defaultBackoffMaxMs
     /// Dispatches lost with their worker (bounded by `maxDeliveries`).
     public var lostDeliveries: UInt16 = 0
     /// The scheduler's dispatch counter at the latest dispatch: a lost worker's

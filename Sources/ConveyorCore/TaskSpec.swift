@@ -22,10 +22,15 @@ public struct TaskSpec: Sendable, Equatable {
     /// nil: the option was not given, which means `.all` and a 1.0 ACCEPTED.
     public var notify: Notify?
 
+    /// Retry defaults (spec §5.2, §9.4); `Limits` in ConveyorProtocol names them for other modules.
+    public static let defaultBackoffMs: UInt32 = 1000
+    public static let defaultBackoffMaxMs: UInt32 = 300_000
+    public static let defaultMaxAttempts: UInt16 = 1
+
     public init(
         type: String, priority: Priority = .normal, payload: [UInt8] = [], timeoutMs: UInt32? = nil,
         maxAttempts: UInt16 = 1, idempotencyKey: String? = nil, runAt: Timestamp? = nil, delayMs: Int64? = nil,
-        backoffMs: UInt32 = 1000, backoffMaxMs: UInt32 = 300_000
+        backoffMs: UInt32 = TaskSpec.defaultBackoffMs, backoffMaxMs: UInt32 = TaskSpec.defaultBackoffMaxMs
     ) {
         self.type = type
         self.priority = priority

@@ -68,12 +68,12 @@ public final class EventMonitor: Service, Sendable {
             guard let v = try? JSONValue.parse(event.json) else { return }
             metrics.update(stats: v)
             let sample = Sample(
-                time: (v["timestamp"]?.stringValue).flatMap(EventMonitor.epochMs) ?? 0,
-                processed: v["total_processed"]?.intValue ?? 0,
-                succeeded: v["total_success"]?.intValue ?? 0,
-                failed: (v["total_failed"]?.intValue ?? 0) + (v["total_timeout"]?.intValue ?? 0),
-                queued: v["queue_size"]?.intValue ?? 0,
-                running: v["current_processing"]?.intValue ?? 0)
+                time: (v[StatsMember.timestamp.rawValue]?.stringValue).flatMap(EventMonitor.epochMs) ?? 0,
+                processed: v[StatsMember.totalProcessed.rawValue]?.intValue ?? 0,
+                succeeded: v[StatsMember.totalSuccess.rawValue]?.intValue ?? 0,
+                failed: (v[StatsMember.totalFailed.rawValue]?.intValue ?? 0) + (v[StatsMember.totalTimeout.rawValue]?.intValue ?? 0),
+                queued: v[StatsMember.queueSize.rawValue]?.intValue ?? 0,
+                running: v[StatsMember.currentProcessing.rawValue]?.intValue ?? 0)
             state.withLock { s in
                 s.lastStats = event.json
                 s.history.append(sample)

@@ -285,7 +285,7 @@ public final class Gateway: Sendable {
         let reply = try await brokerCall { .status(requestID: $0, id: id) }
         guard case .status(_, let json) = reply else { throw APIError.unexpected(reply) }
         if !access.isAdmin, (try? JSONValue.parse(json))?["owner"]?.stringValue != access.owner {
-            throw APIError.fromBroker(code: "not_found", message: "no task \(id)")
+            throw APIError.fromBroker(code: ErrorCode.notFound.rawValue, message: "no task \(id)")
         }
         return json
     }

@@ -1,3 +1,4 @@
+import ConveyorProtocol
 /// Settings of one gateway instance (the CLI fills them from flags and environment).
 public struct GatewayConfig: Sendable {
     public var host = "127.0.0.1"
@@ -12,7 +13,7 @@ public struct GatewayConfig: Sendable {
     /// for the seed-compatible clients).
     public var privateStats = false
     /// Largest request body accepted (`CONVEYOR_MAX_PAYLOAD_BYTES`); larger is 413.
-    public var maxPayloadBytes = 10 * 1024 * 1024
+    public var maxPayloadBytes = Limits.defaultMaxPayloadBytes
     /// How long a request waits for the broker before answering 503.
     public var brokerTimeoutMs = 5000
     /// How often a live stream re-reads the task's status when no event came

@@ -1,4 +1,5 @@
 import ConveyorCore
+import ConveyorProtocol
 import Prometheus
 import Synchronization
 
@@ -40,10 +41,10 @@ public final class GatewayMetrics: Sendable {
 
     /// Broker stats member → counter name suffix.
     static let totals: [(member: String, name: String, help: String)] = [
-        ("total_success", "tasks_succeeded", "Tasks that ended succeeded (broker-wide)."),
-        ("total_failed", "tasks_failed", "Tasks that ended failed (broker-wide)."),
-        ("total_timeout", "tasks_timed_out", "Tasks that ended timed_out (broker-wide)."),
-        ("total_cancelled", "tasks_cancelled", "Tasks that were cancelled (broker-wide)."),
+        (StatsMember.totalSuccess.rawValue, "tasks_succeeded", "Tasks that ended succeeded (broker-wide)."),
+        (StatsMember.totalFailed.rawValue, "tasks_failed", "Tasks that ended failed (broker-wide)."),
+        (StatsMember.totalTimeout.rawValue, "tasks_timed_out", "Tasks that ended timed_out (broker-wide)."),
+        (StatsMember.totalCancelled.rawValue, "tasks_cancelled", "Tasks that were cancelled (broker-wide)."),
     ]
 
     public init() {
@@ -84,15 +85,15 @@ public final class GatewayMetrics: Sendable {
 
     /// Updates the broker figures from a stats object (proto §7.4).
     public func update(stats: JSONValue) {
-        if let q = stats["queue_by_priority"] {
+        if let q = stats[StatsMember.queueByPriority.rawValue] {
             for p in Priority.allCases { if let n = q[p.name.lowercased()]?.numberValue { queueDepth[p]?.set(n) } }
         }
-        if let n = stats["delayed"]?.numberValue { delayed.set(n) }
-        if let n = stats["current_processing"]?.numberValue { running.set(n) }
-        if let n = stats["workers_connected"]?.numberValue { workersConnected.set(n) }
-        if let n = stats["workers_busy"]?.numberValue { workersBusy.set(n) }
-        if let n = stats["dead_letters"]?.numberValue { deadLetters.set(n) }
-        if let n = stats["max_queue_size"]?.numberValue { maxQueue.set(n) }
+        if let n = stats[StatsMember.delayed.rawValue]?.numberValue { delayed.set(n) }
+        if let n = stats[StatsMember.currentProcessing.rawValue]?.numberValue { running.set(n) }
+        if let n = stats[StatsMember.workersConnected.rawValue]?.numberValue { workersConnected.set(n) }
+        if let n = stats[StatsMember.workersBusy.rawValue]?.numberValue { workersBusy.set(n) }
+        if let n = stats[StatsMember.deadLetters.rawValue]?.numberValue { deadLetters.set(n) }
+        if let n = stats[StatsMember.maxQueueSize.rawValue]?.numberValue { maxQueue.set(n) }
         let increases: [(Counter, Int)] = lastTotals.withLock { last in
             GatewayMetrics.totals.compactMap { t in
                 guard let v = stats[t.member]?.intValue, let c = finishedCounters[t.member] else { return nil }

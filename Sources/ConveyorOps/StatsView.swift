@@ -1,3 +1,4 @@
+import ConveyorProtocol
 import Foundation
 
 /// Why: `conveyor stats --watch` is the operator's `top` for the queue. The
@@ -28,9 +29,9 @@ public struct StatsView {
         guard let previous, current.at > previous.at else { return nil }
         let dt = current.at - previous.at
         var r: [String: Double] = [:]
-        for (name, key) in [("submitted", "tasks_submitted"), ("processed", "total_processed"), ("succeeded", "total_success"),
-                            ("failed", "total_failed"), ("timed_out", "total_timeout")] {
-            let a = int(previous.stats[key]) ?? 0, b = int(current.stats[key]) ?? 0
+        for (name, key) in [("submitted", StatsMember.tasksSubmitted), ("processed", .totalProcessed), ("succeeded", .totalSuccess),
+                            ("failed", .totalFailed), ("timed_out", .totalTimeout)] {
+            let a = int(previous.stats[key.rawValue]) ?? 0, b = int(current.stats[key.rawValue]) ?? 0
             r[name] = Double(max(0, b - a)) / dt
         }
         return r
@@ -40,26 +41,26 @@ public struct StatsView {
     public func render(current: Sample, previous: Sample?, tasks: [String: Any]?) -> [String] {
         let s = current.stats
         var lines: [String] = []
-        let version = (s["version"] as? String).map { " \($0)" } ?? ""
-        let state = (s["is_running"] as? Bool) == false ? "STOPPING" : "live"
-        lines.append("conveyor\(version) — \(title) — \(state) — up \(Self.duration(int(s["uptime_s"]) ?? 0)) — \(s["timestamp"] as? String ?? "")")
+        let version = (s[StatsMember.version.rawValue] as? String).map { " \($0)" } ?? ""
+        let state = (s[StatsMember.isRunning.rawValue] as? Bool) == false ? "STOPPING" : "live"
+        lines.append("conveyor\(version) — \(title) — \(state) — up \(Self.duration(int(s[StatsMember.uptimeS.rawValue]) ?? 0)) — \(s[StatsMember.timestamp.rawValue] as? String ?? "")")
         lines.append("")
-        let q = s["queue_by_priority"] as? [String: Any] ?? [:]
+        let q = s[StatsMember.queueByPriority.rawValue] as? [String: Any] ?? [:]
         let levels = ["urgent", "high", "normal", "low"].map { "\($0) \(int(q[$0]) ?? 0)" }.joined(separator: "  ")
-        lines.append("QUEUE     \(levels)  delayed \(int(s["delayed"]) ?? 0)  total \(int(s["queue_size"]) ?? 0)/\(int(s["max_queue_size"]) ?? 0)")
-        let connected = int(s["workers_connected"]) ?? 0, busy = int(s["workers_busy"]) ?? 0
-        lines.append("WORKERS   \(connected) connected  \(busy) busy  \(max(0, connected - busy)) idle    running \(int(s["current_processing"]) ?? 0)/\(int(s["max_workers"]) ?? 0)")
+        lines.append("QUEUE     \(levels)  delayed \(int(s[StatsMember.delayed.rawValue]) ?? 0)  total \(int(s[StatsMember.queueSize.rawValue]) ?? 0)/\(int(s[StatsMember.maxQueueSize.rawValue]) ?? 0)")
+        let connected = int(s[StatsMember.workersConnected.rawValue]) ?? 0, busy = int(s[StatsMember.workersBusy.rawValue]) ?? 0
+        lines.append("WORKERS   \(connected) connected  \(busy) busy  \(max(0, connected - busy)) idle    running \(int(s[StatsMember.currentProcessing.rawValue]) ?? 0)/\(int(s[StatsMember.maxWorkers.rawValue]) ?? 0)")
         if let r = Self.rates(previous: previous, current: current) {
             lines.append("RATES     submitted \(Self.rate(r["submitted"]))  processed \(Self.rate(r["processed"]))  succeeded \(Self.rate(r["succeeded"]))  failed \(Self.rate(r["failed"]))  timed out \(Self.rate(r["timed_out"]))")
         } else {
             lines.append("RATES     (after the next refresh)")
         }
-        if let l = s["dispatch_latency_ms"] as? [String: Any] {
+        if let l = s[StatsMember.dispatchLatencyMs.rawValue] as? [String: Any] {
             lines.append("LATENCY   dispatch p50 \(Self.ms(l["p50"]))  p90 \(Self.ms(l["p90"]))  p99 \(Self.ms(l["p99"]))  max \(Self.ms(l["max"]))  (\(int(l["count"]) ?? 0) dispatches)")
         }
-        lines.append("TOTALS    processed \(int(s["total_processed"]) ?? 0)  succeeded \(int(s["total_success"]) ?? 0)  failed \(int(s["total_failed"]) ?? 0)  timed out \(int(s["total_timeout"]) ?? 0)  cancelled \(int(s["total_cancelled"]) ?? 0)  dead letters \(int(s["dead_letters"]) ?? 0)")
+        lines.append("TOTALS    processed \(int(s[StatsMember.totalProcessed.rawValue]) ?? 0)  succeeded \(int(s[StatsMember.totalSuccess.rawValue]) ?? 0)  failed \(int(s[StatsMember.totalFailed.rawValue]) ?? 0)  timed out \(int(s[StatsMember.totalTimeout.rawValue]) ?? 0)  cancelled \(int(s[StatsMember.totalCancelled.rawValue]) ?? 0)  dead letters \(int(s[StatsMember.deadLetters.rawValue]) ?? 0)")
 
-        if let types = s["types"] as? [String: Any], !types.isEmpty {
+        if let types = s[StatsMember.types.rawValue] as? [String: Any], !types.isEmpty {
             lines.append("")
             lines.append(Self.row(["TYPE", "QUEUED", "RUNNING", "LIMIT", "RATE WINDOW", "STATE"], [18, 7, 8, 6, 20, 20]))
             for name in types.keys.sorted() {
@@ -89,7 +90,7 @@ public struct StatsView {
                                           t["worker"] as? String ?? ""], [17, 14, 7, 16]) + " " + bar)
         }
         lines.append("")
-        lines.append("QUEUED (\(int(tasks?["queue_size"]) ?? int(s["queue_size"]) ?? 0)) next:")
+        lines.append("QUEUED (\(int(tasks?[StatsMember.queueSize.rawValue]) ?? int(s[StatsMember.queueSize.rawValue]) ?? 0)) next:")
         if queued.isEmpty { lines.append("  none") }
         for t in queued {
             lines.append("  " + Self.row(["#\(int(t["queue_position"]) ?? 0)", t["task_id"] as? String ?? "", t["type"] as? String ?? "",

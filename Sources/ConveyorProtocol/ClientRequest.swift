@@ -32,13 +32,12 @@ public enum ClientRequest: Equatable, Sendable {
         }
     }
 
-    public static let maxRequestIDBytes = 64
-    public static let maxTimeoutMs: UInt64 = 604_800_000
+    public static let maxRequestIDBytes = Limits.requestIDBytes
+    public static let maxTimeoutMs = Limits.maxTimeoutMs
     /// TASKS `limit` (§11).
-    public static let maxTasksLimit = 10_000
-    /// SUBMIT_BATCH `count` and `option_count` (§11).
-    public static let maxBatchSubmissions = 1000
-    public static let maxBatchOptions = 16
+    public static let maxTasksLimit = Limits.maxTasksLimit
+    public static let maxBatchSubmissions = Limits.maxBatchSubmissions
+    public static let maxBatchOptions = Limits.maxBatchOptions
 
     public func encode() -> [[UInt8]] {
         let h = Frames.clientHeader
@@ -76,12 +75,12 @@ public enum ClientRequest: Equatable, Sendable {
 
     private static func options(of s: TaskSpec) -> [[UInt8]] {
         var f: [[UInt8]] = []
-        if s.maxAttempts != 1 { f.append(Array("max_attempts=\(s.maxAttempts)".utf8)) }
+        if s.maxAttempts != TaskSpec.defaultMaxAttempts { f.append(Array("max_attempts=\(s.maxAttempts)".utf8)) }
         if let k = s.idempotencyKey { f.append(Array("idempotency_key=".utf8) + Frames.opaqueBytes(k)) }
         if let d = s.delayMs { f.append(Array("delay_ms=\(d)".utf8)) }
         if let at = s.runAt { f.append(Array("run_at_ms=\(at / 1000)".utf8)) }
-        if s.backoffMs != 1000 { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
-        if s.backoffMaxMs != 300_000 { f.append(Array("backoff_max_ms=\(s.backoffMaxMs)".utf8)) }
+        if s.backoffMs != TaskSpec.defaultBackoffMs { f.append(Array("backoff_ms=\(s.backoffMs)".utf8)) }
+        if s.backoffMaxMs != TaskSpec.defaultBackoffMaxMs { f.append(Array("backoff_max_ms=\(s.backoffMaxMs)".utf8)) }
         if let o = s.owner { f.append(Array("owner=\(o)".utf8)) }
         if let n = s.notify { f.append(Array("notify=\(n.rawValue)".utf8)) }
         return f
@@ -138,7 +137,7 @@ public enum ClientRequest: Equatable, Sendable {
         case "TASKS":
             // The limit frame is required; empty means the default (§5.6).
             try Frames.expect(frames, count: 4...4, "TASKS", rid)
-            let limit = frames[3].isEmpty ? 100 : Int(try Frames.decimal(frames[3], in: 1...UInt64(maxTasksLimit), "limit", rid))
+            let limit = frames[3].isEmpty ? Limits.defaultTasksLimit : Int(try Frames.decimal(frames[3], in: 1...UInt64(maxTasksLimit), "limit", rid))
             return .tasks(requestID: rid, limit: limit)
         case "PING":
             try Frames.expect(frames, count: 3...3, "PING", rid)
@@ -149,7 +148,7 @@ public enum ClientRequest: Equatable, Sendable {
             let arg = frames[4]
             switch Frames.string(frames[3]) {
             case "list":
-                return .dead(requestID: rid, action: .list(limit: arg.isEmpty ? 100 : Int(try Frames.decimal(arg, in: 0...10_000, "limit", rid))))
+                return .dead(requestID: rid, action: .list(limit: arg.isEmpty ? 100 : Int(try Frames.decimal(arg, in: 0...Limits.maxDeadListLimit, "limit", rid))))
             case "retry": return .dead(requestID: rid, action: .retry(try Frames.taskID(arg, rid)))
             case "purge": return .dead(requestID: rid, action: .purge(arg.isEmpty ? nil : try Frames.taskID(arg, rid)))
             default: throw .bad("DEAD action must be list, retry or purge", rid)
@@ -183,11 +182,11 @@ public enum ClientRequest: Equatable, Sendable {
         let value = Array(option[(eq + 1)...])
         let any: ClosedRange<UInt64> = 0...UInt64(Int64.max)
         switch key {
-        case "max_attempts": spec.maxAttempts = UInt16(try Frames.decimal(value, in: 1...100, "max_attempts", rid))
+        case "max_attempts": spec.maxAttempts = UInt16(try Frames.decimal(value, in: 1...Limits.maxAttempts, "max_attempts", rid))
         case "idempotency_key":
-            guard (1...128).contains(value.count) else { throw .bad("idempotency_key must be 1-128 bytes", rid) }
+            guard (1...Limits.idempotencyKeyBytes).contains(value.count) else { throw .bad("idempotency_key must be 1-\(Limits.idempotencyKeyBytes) bytes", rid) }
             spec.idempotencyKey = Frames.opaqueString(value)
-        case "delay_ms": spec.delayMs = Int64(try Frames.decimal(value, in: 0...31_536_000_000, "delay_ms", rid))
+        case "delay_ms": spec.delayMs = Int64(try Frames.decimal(value, in: 0...Limits.maxDelayMs, "delay_ms", rid))
         // The spec bounds these only by 2^63−1; far-future times and huge backoffs
         // saturate in the core's units instead of being refused.
         case "run_at_ms":
@@ -198,7 +197,7 @@ public enum ClientRequest: Equatable, Sendable {
         case "backoff_max_ms": spec.backoffMaxMs = UInt32(clamping: try Frames.decimal(value, in: any, "backoff_max_ms", rid))
         // Honoured from admin clients only (the gateway names its HTTP callers); §13.
         case "owner":
-            guard (1...128).contains(value.count), let text = String(validating: value, as: UTF8.self) else {
+            guard (1...Limits.ownerBytes).contains(value.count), let text = String(validating: value, as: UTF8.self) else {
                 throw .bad("owner must be 1-128 bytes of UTF-8", rid)
             }
             spec.owner = text

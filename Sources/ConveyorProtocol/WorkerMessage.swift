@@ -18,14 +18,14 @@ public enum WorkerMessage: Equatable, Sendable {
     case retryLater(id: TaskID, attempt: UInt16, afterMs: Int64?)
     case disconnect
 
-    public static let maxCapacity: UInt64 = 1024
+    public static let maxCapacity = Limits.maxCapacity
     /// Frame 0 of every worker-endpoint message (§3.3).
     public static let header = Frames.workerHeader
     /// RETRY_LATER `retry_after_ms`: at most a day.
-    public static let maxRetryAfterMs: UInt64 = 86_400_000
+    public static let maxRetryAfterMs = Limits.maxRetryAfterMs
     /// DONE_BATCH results and the READY `batch` option (§11).
-    public static let maxDoneBatch = 1000
-    public static let maxTaskBatch: UInt64 = 1024
+    public static let maxDoneBatch = Limits.maxDoneBatch
+    public static let maxTaskBatch = Limits.maxTaskBatch
 
     /// One successful result, as DONE carries it.
     public struct Completion: Equatable, Sendable {
@@ -75,7 +75,7 @@ public enum WorkerMessage: Equatable, Sendable {
         case "READY":
             // Option frames may follow the capacity (1.1); unknown keys are ignored.
             guard frames.count >= 5 else { throw .bad("READY takes at least 5 frames, got \(frames.count)") }
-            guard (1...128).contains(frames[2].count) else { throw .bad("worker name must be 1-128 bytes") }
+            guard (1...Limits.workerNameBytes).contains(frames[2].count) else { throw .bad("worker name must be 1-\(Limits.workerNameBytes) bytes") }
             // A name is UTF-8 (§3.1), not free text: replacing bad bytes would change it.
             guard let name = String(validating: frames[2], as: UTF8.self) else { throw .bad("worker name must be UTF-8") }
             var types: [String] = []

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConveyorClient
 import ConveyorGateway
+import ConveyorProtocol
 import Foundation
 import Logging
 import ConveyorTransport
@@ -42,7 +43,7 @@ struct GatewayCommand: ParsableCommand {
             throw ValidationError("--host '\(config.host)' is not a host name or address")
         }
         config.port = try setting(port, "CONVEYOR_GATEWAY_PORT", 8001, range: 0...65535)
-        config.maxPayloadBytes = try setting(nil, "CONVEYOR_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024, range: 1...(256 * 1024 * 1024))
+        config.maxPayloadBytes = try setting(nil, "CONVEYOR_MAX_PAYLOAD_BYTES", Limits.defaultMaxPayloadBytes, range: 1...(256 * 1024 * 1024))
         config.brokerTimeoutMs = try setting(brokerTimeout, "CONVEYOR_GATEWAY_TIMEOUT_MS", 5000, range: 10...600_000)
         config.privateStats = privateStats
         do {

@@ -180,4 +180,20 @@ final class ProtocolRevisionTests: ClusterTestCase {
         XCTAssertFalse(worker.stderr.contains("broker silent"), worker.stderr)
         XCTAssertEqual(try cluster.stats()["tasks_reassigned"] as? Int, 0)
     }
+
+    /// The broker writes exactly the members ConveyorProtocol names (which
+    /// ContractTests holds to the spec), for stats and for status objects.
+    func testStatsAndStatusCarryTheContractMembers() throws {
+        try cluster.startBroker()
+        XCTAssertEqual(Set(try cluster.stats().keys), Set(StatsMember.allCases.map(\.rawValue)))
+        let client = try cluster.client()
+        let delayed = try submit(client) { $0.delayMs = 60_000 }
+        let queued = try submit(client)
+        for id in [delayed, queued] {
+            let keys = Set(try cluster.status(id).keys)
+            XCTAssertTrue(keys.isSubset(of: Set(StatusMember.allCases.map(\.rawValue))), "\(keys)")
+            XCTAssertFalse(keys.contains("worker"), "worker is omitted unless running")
+        }
+        XCTAssertTrue(try cluster.status(delayed).keys.contains("run_at"))
+    }
 }
