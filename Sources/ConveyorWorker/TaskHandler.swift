@@ -1,16 +1,10 @@
 import ConveyorCore
+import ConveyorProtocol
 import Synchronization
 
-/// A task as a handler sees it.
-public struct WorkerTask: Sendable {
-    public let id: TaskID
-    public let attempt: UInt16
-    public let type: String
-    public let priority: Priority
-    /// How long the broker allows from receipt before it times the task out.
-    public let timeoutMs: UInt32
-    public let payload: [UInt8]
-}
+/// A task as a handler sees it: exactly what TASK carries (`timeoutMs` is how
+/// long the broker allows from receipt before it times the task out).
+public typealias WorkerTask = BrokerToWorker.Assignment
 
 /// Runs tasks. Embed a worker in a Swift program by implementing this: `handle`
 /// runs on a handler thread (never the socket thread), may block, and either

@@ -198,7 +198,7 @@ public final class Worker: @unchecked Sendable {
             case .task(let id, let attempt, let type, let priority, let timeoutMs, let payload):
                 start(WorkerTask(id: id, attempt: attempt, type: type, priority: priority, timeoutMs: timeoutMs, payload: payload))
             case .taskBatch(let items):
-                for a in items { start(WorkerTask(id: a.id, attempt: a.attempt, type: a.type, priority: a.priority, timeoutMs: a.timeoutMs, payload: a.payload)) }
+                for a in items { start(a) }
             case .cancel(let id, let attempt, let reason):
                 if let r = running[id], r.attempt == attempt {
                     logger.info("cancelling task", metadata: ["task": "\(id)", "reason": "\(reason)"])
