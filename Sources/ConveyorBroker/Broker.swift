@@ -101,6 +101,13 @@ public final class Broker: @unchecked Sendable {
             scheduler = fresh
             fresh.drainOutput(into: &output)
             output.removeAll()
+            // A bad row never stops the broker: it is repaired or skipped, and said so.
+            for line in info.repaired { logger.warning("journal row out of range, clamped", metadata: ["detail": "\(line)"]) }
+            for line in info.skipped { logger.error("journal row unusable, skipped", metadata: ["detail": "\(line)"]) }
+            if info.repairedCount + info.skippedCount > info.repaired.count + info.skipped.count {
+                logger.warning("more journal rows were repaired or skipped than listed", metadata: [
+                    "repaired": "\(info.repairedCount)", "skipped": "\(info.skippedCount)"])
+            }
             logger.info("journal recovered", metadata: [
                 "queued": "\(info.queued)", "requeued_running": "\(info.requeuedRunning)", "delayed": "\(info.delayed)",
                 "finished": "\(info.finished)", "ms": "\((clock.now() - t0) / 1000)",
@@ -348,9 +355,13 @@ public final class Broker: @unchecked Sendable {
             return
         }
         if case .ready(let name, let types, let capacity) = message {
-            scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
+            let reg = scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
             if !userID.isEmpty { workerKeys[peer] = userID }
-            logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
+            logger.info("worker joined", metadata: ["worker": "\(reg.name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(reg.capacity)"])
+            if reg.name != name { logger.warning("worker name already in use by another connection: registered under a suffixed name", metadata: ["asked": "\(name)", "worker": "\(reg.name)"]) }
+            if let asked = reg.askedCapacity {
+                logger.warning("worker asked for more capacity than --max-worker-capacity allows: capped", metadata: ["worker": "\(reg.name)", "asked": "\(asked)", "capacity": "\(reg.capacity)"])
+            }
             if let warning = capacityWarning.check(totalCapacity: scheduler.allWorkers.reduce(0, { $0 + $1.capacity }), maxRunning: config.scheduler.maxRunning) { logger.warning("\(warning)") }
             return
         }
@@ -368,7 +379,12 @@ public final class Broker: @unchecked Sendable {
         case .done(let id, let a, let r, let cost): scheduler.succeeded(id, attempt: a, result: r, cost: cost, from: peer, now: now)
         case .fail(let id, let a, let e): scheduler.failed(id, attempt: a, error: e, from: peer, now: now)
         case .drain: scheduler.drain(worker: peer)
-        case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
+        case .returned(let id, let a):
+            let who = scheduler.worker(peer)?.name ?? "?"
+            if scheduler.returned(id, attempt: a, from: peer, now: now) == .deadLettered {
+                logger.warning("task returned too often: dead-lettered returned_too_often", metadata: [
+                    "task": "\(id)", "worker": "\(who)", "max_returns": "\(config.scheduler.maxReturns)"])
+            }
         case .retryLater(let id, let a, let ms): scheduler.retryLater(id, attempt: a, afterMs: ms, from: peer, now: now)
         case .disconnect:
             scheduler.workerGone(peer, reason: "disconnected", now: now)
@@ -415,8 +431,9 @@ public final class Broker: @unchecked Sendable {
         var next = min(nextHeartbeat, nextStats)
         // Includes holds and rate windows running out: no busy polling.
         if let d = scheduler.nextDeadline(now: now) { next = min(next, d) }
-        let ms = (next - now + 999) / 1000
-        return Int(max(0, min(ms, config.scheduler.heartbeatIntervalMs)))
+        // Saturating: a deadline can be "never" (Int64.max).
+        let ms = next <= now ? 0 : (next - now - 1) / 1000 + 1
+        return Int(min(ms, config.scheduler.heartbeatIntervalMs))
     }
 
     private func timers(_ now: Timestamp) {
@@ -622,6 +639,7 @@ public final class Broker: @unchecked Sendable {
         w.field("undeliverable_messages", undeliverable)
         w.field("dead_letters", scheduler.deadLetterCount)
         w.field("tasks_rate_limited", c.rateLimited)
+        w.field("tasks_returned_too_often", c.returnedTooOften)
         w.field("auth_failures", zap?.authFailures ?? 0)
         w.field("auth_revoked", authRevoked)
         w.beginObject("types")
