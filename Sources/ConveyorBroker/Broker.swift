@@ -107,6 +107,13 @@ public final class Broker: @unchecked Sendable {
             scheduler = fresh
             fresh.drainOutput(into: &output)
             output.removeAll()
+            // A bad row never stops the broker: it is repaired or skipped, and said so.
+            for line in info.repaired { logger.warning("journal row out of range, clamped", metadata: ["detail": "\(line)"]) }
+            for line in info.skipped { logger.error("journal row unusable, skipped", metadata: ["detail": "\(line)"]) }
+            if info.repairedCount + info.skippedCount > info.repaired.count + info.skipped.count {
+                logger.warning("more journal rows were repaired or skipped than listed", metadata: [
+                    "repaired": "\(info.repairedCount)", "skipped": "\(info.skippedCount)"])
+            }
             logger.info("journal recovered", metadata: [
                 "queued": "\(info.queued)", "requeued_running": "\(info.requeuedRunning)", "delayed": "\(info.delayed)",
                 "finished": "\(info.finished)", "ms": "\((clock.now() - t0) / 1000)",
@@ -370,12 +377,16 @@ public final class Broker: @unchecked Sendable {
             return
         }
         if case .ready(let name, let types, let capacity, let batch) = message {
-            scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
+            let reg = scheduler.register(worker: peer, name: name, types: types.isEmpty ? nil : Set(types), capacity: capacity, now: now)
             if !userID.isEmpty { workerKeys[peer] = userID }
-            workerBatch[peer] = batch.map { min($0, capacity) }
+            workerBatch[peer] = batch.map { min($0, reg.capacity) }
             // Before any TASK: the worker learns at once that it is registered and our heartbeat (§6.2).
             sendToWorker(peer, .welcome(heartbeatMs: Int(config.scheduler.heartbeatIntervalMs), liveness: Int(config.scheduler.heartbeatLiveness)))
-            logger.info("worker joined", metadata: ["worker": "\(name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(capacity)"])
+            logger.info("worker joined", metadata: ["worker": "\(reg.name)", "types": "\(types.isEmpty ? "any" : types.joined(separator: ","))", "capacity": "\(reg.capacity)"])
+            if reg.name != name { logger.warning("worker name already in use by another connection: registered under a suffixed name", metadata: ["asked": "\(name)", "worker": "\(reg.name)"]) }
+            if let asked = reg.askedCapacity {
+                logger.warning("worker asked for more capacity than --max-worker-capacity allows: capped", metadata: ["worker": "\(reg.name)", "asked": "\(asked)", "capacity": "\(reg.capacity)"])
+            }
             if let warning = capacityWarning.check(totalCapacity: scheduler.allWorkers.reduce(0, { $0 + $1.capacity }), maxRunning: config.scheduler.maxRunning) { logger.warning("\(warning)") }
             return
         }
@@ -396,7 +407,12 @@ public final class Broker: @unchecked Sendable {
             for c in items { scheduler.succeeded(c.id, attempt: c.attempt, result: c.result, cost: c.cost, from: peer, now: now) }
         case .fail(let id, let a, let e): scheduler.failed(id, attempt: a, error: e, from: peer, now: now)
         case .drain: scheduler.drain(worker: peer)
-        case .returned(let id, let a): scheduler.returned(id, attempt: a, from: peer, now: now)
+        case .returned(let id, let a):
+            let who = scheduler.worker(peer)?.name ?? "?"
+            if scheduler.returned(id, attempt: a, from: peer, now: now) == .deadLettered {
+                logger.warning("task returned too often: dead-lettered returned_too_often", metadata: [
+                    "task": "\(id)", "worker": "\(who)", "max_returns": "\(config.scheduler.maxReturns)"])
+            }
         case .retryLater(let id, let a, let ms): scheduler.retryLater(id, attempt: a, afterMs: ms, from: peer, now: now)
         case .disconnect:
             scheduler.workerGone(peer, reason: "disconnected", now: now)
@@ -444,8 +460,9 @@ public final class Broker: @unchecked Sendable {
         var next = min(nextHeartbeat, nextStats)
         // Includes holds and rate windows running out: no busy polling.
         if let d = scheduler.nextDeadline(now: now) { next = min(next, d) }
-        let ms = (next - now + 999) / 1000
-        return Int(max(0, min(ms, config.scheduler.heartbeatIntervalMs)))
+        // Saturating: a deadline can be "never" (Int64.max).
+        let ms = next <= now ? 0 : (next - now - 1) / 1000 + 1
+        return Int(min(ms, config.scheduler.heartbeatIntervalMs))
     }
 
     private func timers(_ now: Timestamp) {
@@ -686,6 +703,7 @@ public final class Broker: @unchecked Sendable {
         w.field(StatsMember.undeliverableMessages.rawValue, undeliverable)
         w.field(StatsMember.deadLetters.rawValue, scheduler.deadLetterCount)
         w.field(StatsMember.tasksRateLimited.rawValue, c.rateLimited)
+        w.field(StatsMember.tasksReturnedTooOften.rawValue, c.returnedTooOften)
         w.field(StatsMember.authFailures.rawValue, zap?.authFailures ?? 0)
         w.field(StatsMember.authRevoked.rawValue, authRevoked)
         w.beginObject(StatsMember.types.rawValue)

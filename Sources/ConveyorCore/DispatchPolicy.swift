@@ -60,31 +60,47 @@ public struct DispatchPolicy: Sendable {
 
     /// The task to dispatch next: the best-ranked live lane head among the
     /// types that are eligible now and that `accepts` (some free worker takes
-    /// the type). Eligibility is asked only of heads that would win, so a
-    /// junk-free queue pays one dictionary look-up per candidate type.
+    /// the type). Eligibility is asked only of heads that would win.
+    ///
+    /// Strict priority walks the queue's head index, best head first, and
+    /// stops at the first eligible one: O(log n) per lane looked at, whatever
+    /// junk types came and went (only lanes skipped as ineligible add to the
+    /// cost). With aging a lower lane's head can outrank a higher one's, so
+    /// every non-empty lane's head is ranked: O(lanes with queued tasks),
+    /// which `--max-types` bounds — never every type ever seen.
     public mutating func next(
         from queue: inout ReadyQueue, now: Timestamp, tasks: some QueuedTasks, accepts: (String) -> Bool
     ) -> (type: String, priority: Priority, entry: ReadyQueue.Entry)? {
         var best: (type: String, level: Int, entry: ReadyQueue.Entry, rank: Rank)?
         var verdict: [String: Bool] = [:]
+        func eligible(_ t: String) -> Bool {
+            if let v = verdict[t] { return v }
+            let ok = blocked(t, now: now) == nil && accepts(t)
+            verdict[t] = ok
+            return ok
+        }
         for level in stride(from: ReadyQueue.levels - 1, through: 0, by: -1) {
-            // Strict priority: nothing below a level with a candidate can win.
-            if isStrict, best != nil { break }
-            if queue.count(Priority(rawValue: UInt8(level))!) == 0 { continue }
-            for t in queue.types {
+            if queue.count(Priority(rawValue: UInt8(level)) ?? .low) == 0 { continue }
+            if isStrict {
+                // Heads come best first: the first eligible one wins, and
+                // nothing below a level with a candidate can.
+                queue.visitHeads(level: level, isLive: tasks.isQueued) { t, head in
+                    guard eligible(t) else { return false }
+                    best = (t, level, head, Rank(level: level, order: head.order))
+                    return true
+                }
+                if best != nil { break }
+                continue
+            }
+            for t in queue.lanes.keys where queue.count(type: t, level: level) > 0 {
                 guard let head = queue.liveHead(type: t, level: level, isLive: tasks.isQueued) else { continue }
                 let r = rank(head, level: level, now: now, tasks: tasks)
                 if let b = best, !r.precedes(b.rank) { continue }
-                let ok: Bool
-                if let v = verdict[t] { ok = v } else {
-                    ok = blocked(t, now: now) == nil && accepts(t)
-                    verdict[t] = ok
-                }
-                if ok { best = (t, level, head, r) }
+                if eligible(t) { best = (t, level, head, r) }
             }
         }
         guard let b = best else { return nil }
-        return (b.type, Priority(rawValue: UInt8(b.level))!, b.entry)
+        return (b.type, Priority(rawValue: UInt8(b.level)) ?? .low, b.entry)
     }
 
     /// Queued task ids in the order the policy would dispatch them, at most
@@ -93,7 +109,7 @@ public struct DispatchPolicy: Sendable {
     public func listing(_ queue: ReadyQueue, now: Timestamp, tasks: some QueuedTasks, limit: Int) -> [TaskID] {
         guard limit > 0 else { return [] }
         var candidates: [(parked: Bool, rank: Rank, id: TaskID)] = []
-        for t in queue.types {
+        for t in queue.lanes.keys {
             let parked = isParked(t, now: now)
             for level in 0..<ReadyQueue.levels {
                 guard queue.count(type: t, level: level) > 0, let lane = queue.lane(type: t, level: level) else { continue }
@@ -118,8 +134,9 @@ public struct DispatchPolicy: Sendable {
     /// entries scanned in the one or two lanes that straddle the task.
     public func position(type: String, own: Rank, ownID: TaskID?, in queue: ReadyQueue, now: Timestamp, tasks: some QueuedTasks) -> Int {
         let ownParked = isParked(type, now: now)
+        if ownID == nil, isStrict { return positionOfNewTail(type: type, level: own.level, parked: ownParked, in: queue, now: now) }
         var n = 0
-        for t in queue.types {
+        for t in queue.lanes.keys {
             let parked = t == type ? ownParked : isParked(t, now: now)
             for level in 0..<ReadyQueue.levels {
                 let live = queue.count(type: t, level: level)
@@ -140,6 +157,30 @@ public struct DispatchPolicy: Sendable {
             }
         }
         return n
+    }
+
+    /// `position` for a task not queued yet that would join the tail of
+    /// `level`, under strict priority: every live entry of its level and the
+    /// levels above goes first, minus (or, for a parked type, plus) what the
+    /// parked types hold — O(levels + parked types), not a walk of the lanes.
+    /// This runs for every SUBMIT.
+    private func positionOfNewTail(type: String, level: Int, parked ownParked: Bool, in queue: ReadyQueue, now: Timestamp) -> Int {
+        func atOrAbove(_ count: (Int) -> Int) -> Int { (level..<ReadyQueue.levels).reduce(0) { $0 + count($1) } }
+        var parkedAhead = 0, parkedTotal = 0
+        for t in parkedTypes(now: now) where queue.count(type: t) > 0 {
+            parkedAhead += atOrAbove { queue.count(type: t, level: $0) }
+            parkedTotal += queue.count(type: t)
+        }
+        let ahead = atOrAbove { queue.count(Priority(rawValue: UInt8($0)) ?? .low) }
+        // Runnable types' tasks stand ahead of a parked task whatever their level.
+        return ownParked ? queue.count - parkedTotal + parkedAhead : ahead - parkedAhead
+    }
+
+    /// Types paused or held now.
+    private func parkedTypes(now: Timestamp) -> Set<String> {
+        var s = paused
+        for (t, until) in holds where until > now { s.insert(t) }
+        return s
     }
 
     // MARK: Eligibility
@@ -166,7 +207,7 @@ public struct DispatchPolicy: Sendable {
         var sum = c.sum
         for r in c.reports {
             if r.at > now - budget.windowUs { break }
-            sum -= r.units
+            sum = sum.subtracting(saturating: r.units)
         }
         return sum
     }
@@ -202,15 +243,18 @@ public struct DispatchPolicy: Sendable {
     }
 
     /// Units a finished task consumed (DONE `cost`); only budgeted types keep them.
-    mutating func didReport(cost units: Int64, type: String, now: Timestamp) {
-        guard let budget = config.costLimits[type], units > 0 else { return }
+    /// A report counts at most the whole budget (a worker may claim 2^63−1
+    /// units; that spends the window, it must not overflow the sum).
+    mutating func didReport(cost reported: Int64, type: String, now: Timestamp) {
+        guard let budget = config.costLimits[type], reported > 0 else { return }
+        let units = min(reported, max(1, budget.limit))
         var c = costs[type] ?? (Deque(), 0)
         while let first = c.reports.first, first.at <= now - budget.windowUs {
             c.reports.removeFirst()
-            c.sum -= first.units
+            c.sum = max(0, c.sum.subtracting(saturating: first.units))
         }
         c.reports.append((now, units))
-        c.sum = c.sum.addingReportingOverflow(units).overflow ? Int64.max : c.sum + units
+        c.sum = c.sum.adding(saturating: units)
         costs[type] = c
     }
 
@@ -249,7 +293,7 @@ public struct DispatchPolicy: Sendable {
             var sum = costInWindow(type, budget, now: now)
             guard sum >= budget.limit else { continue }
             for r in c.reports where r.at > now - budget.windowUs {
-                sum -= r.units
+                sum = sum.subtracting(saturating: r.units)
                 if sum < budget.limit { consider(r.at + budget.windowUs); break }
             }
         }

@@ -65,7 +65,7 @@ public struct Scheduler: Sendable {
     public mutating func setWallClock(_ wall: Timestamp, at now: Timestamp) { wallOffset = wall - now }
 
     /// The wall-clock time of monotonic `now`.
-    public func wall(_ now: Timestamp) -> Timestamp { now &+ wallOffset }
+    public func wall(_ now: Timestamp) -> Timestamp { now.adding(saturating: wallOffset) }
 
     // MARK: Reading
 
@@ -86,6 +86,10 @@ public struct Scheduler: Sendable {
     public func worker(_ peer: PeerID) -> WorkerRecord? { workers[peer] }
     public var allWorkers: Dictionary<PeerID, WorkerRecord>.Values { workers.values }
     public var queueSize: Int { queue.count }
+    /// Task types with queued tasks (each has a lane; bounded by `maxTypes`).
+    public var queuedTypeCount: Int { queue.typeCount }
+    /// The ready queue's storage, for tests that check what it keeps.
+    var readyQueue: ReadyQueue { queue }
     public func queueSize(_ p: Priority) -> Int { queue.count(p) }
     public var runningCount: Int { running }
     public var delayed: Int { delayedCount }
@@ -121,7 +125,7 @@ public struct Scheduler: Sendable {
     /// Per-type figures for stats: every type with queued or running tasks,
     /// a configured limit, a hold or a pause.
     public func typeStats(now: Timestamp) -> [TypeStats] {
-        var names = Set(queue.types.filter { queue.count(type: $0) > 0 })
+        var names = Set(queue.types)
         names.formUnion(policy.config.typeConcurrency.keys)
         names.formUnion(policy.config.rateLimits.keys)
         names.formUnion(policy.config.costLimits.keys)
@@ -180,9 +184,15 @@ public struct Scheduler: Sendable {
             counters.rejected += 1
             return .failure(Rejection("payload_too_large", "payload is \(spec.payload.count) bytes; the limit is \(config.maxPayloadBytes)"))
         }
+        // A new type beyond the bound would add a lane; the lanes of types
+        // with queued tasks are what dispatch and listings walk.
+        if queue.count(type: spec.type) == 0 && queue.typeCount >= config.maxTypes {
+            counters.rejected += 1
+            return .failure(Rejection("too_many_types", "\(queue.typeCount) task types have queued tasks, the broker's limit (--max-types \(config.maxTypes)); '\(spec.type)' is not one of them"))
+        }
         // `run_at` is wall time (stored and shown); the delay is measured monotonic.
         let wallNow = wall(now)
-        let runAt = spec.runAt ?? spec.delayMs.map { wallNow + $0 * 1000 }
+        let runAt = spec.runAt ?? spec.delayMs.map { wallNow.adding(saturating: $0.multiplied(saturating: 1000)) }
         let isDelayed = (runAt ?? wallNow) > wallNow
         if !isDelayed && queue.count >= config.maxQueue {
             counters.rejected += 1
@@ -210,7 +220,7 @@ public struct Scheduler: Sendable {
         tasks[id] = record
         if isDelayed, let at = runAt {
             delayedCount += 1
-            delayedHeap.insert(Deadline(at: now + (at - wallNow), id: id, attempt: 0, runAt: at))
+            delayedHeap.insert(Deadline(at: now.adding(saturating: at.subtracting(saturating: wallNow)), id: id, attempt: 0, runAt: at))
             outbox.append(.event(.delayed(id, runAt: at)))
             return .success(Accepted(id: id, position: -1, duplicate: false, state: .delayed))
         }
@@ -256,17 +266,39 @@ public struct Scheduler: Sendable {
 
     // MARK: Workers
 
-    /// A worker said READY. A name already registered under another connection
-    /// means that connection is dead: its tasks are reassigned.
-    public mutating func register(worker peer: PeerID, name: String, types: Set<String>?, capacity: Int, now: Timestamp) {
-        if let old = workerByName[name], old != peer { removeWorker(old, reason: "replaced by a new connection", now: now) }
+    /// What `register` made of a READY: the name the worker is known by (its
+    /// own, or suffixed `#2`, `#3`… when another live connection holds it) and
+    /// the capacity it got (capped at `maxWorkerCapacity`).
+    public struct Registration: Sendable, Equatable {
+        public let name: String
+        public let capacity: Int
+        /// The capacity the worker asked for, when the cap cut it.
+        public let askedCapacity: Int?
+    }
+
+    /// A worker said READY. Identity is the connection, never the name: a name
+    /// already registered under another live connection gets a suffixed label
+    /// of its own and leaves that connection and its tasks alone (a stale
+    /// connection is the heartbeat's business). A second READY on the same
+    /// connection starts that connection over.
+    @discardableResult
+    public mutating func register(worker peer: PeerID, name asked: String, types: Set<String>?, capacity: Int, now: Timestamp) -> Registration {
         if workers[peer] != nil { removeWorker(peer, reason: "registered again", now: now) }
-        workers[peer] = WorkerRecord(peer: peer, name: name, types: types, capacity: max(1, capacity), lastHeard: now)
+        var name = asked
+        if let holder = workerByName[name], holder != peer {
+            var n = 2
+            while workerByName["\(asked)#\(n)"] != nil { n += 1 }
+            name = "\(asked)#\(n)"
+        }
+        let cap = max(1, config.maxWorkerCapacity)
+        let granted = min(max(1, capacity), cap)
+        workers[peer] = WorkerRecord(peer: peer, name: name, types: types, capacity: granted, lastHeard: now)
         workerByName[name] = peer
         if nextLivenessCheck == 0 || nextLivenessCheck > now + config.heartbeatIntervalMs * 1000 {
             nextLivenessCheck = now + config.heartbeatIntervalMs * 1000
         }
-        outbox.append(.event(.workerJoined(name: name, types: types.map { $0.sorted() } ?? [], capacity: capacity)))
+        outbox.append(.event(.workerJoined(name: name, types: types.map { $0.sorted() } ?? [], capacity: granted)))
+        return Registration(name: name, capacity: granted, askedCapacity: capacity > cap ? capacity : nil)
     }
 
     /// Any message from a worker. Returns false for an unknown worker (tell it to register).
@@ -321,13 +353,41 @@ public struct Scheduler: Sendable {
         attemptFailed(t, state: .failed, error: error, now: now)
     }
 
-    /// The worker gave an unfinished task back; it is not held against the task.
-    public mutating func returned(_ id: TaskID, attempt: UInt16, from peer: PeerID, now: Timestamp) {
-        guard let t = current(id, attempt: attempt, from: peer) else { return }
+    /// What became of a RETURN.
+    public enum ReturnOutcome: Sendable, Equatable {
+        /// Back at the head of its level.
+        case requeued
+        /// Returned more than `maxReturns` times: ended `failed`, `returned_too_often`.
+        case deadLettered
+        /// Not the running attempt of that connection: ignored (`stale_results`).
+        case stale
+    }
+
+    /// The worker gave an unfinished task back; it is not held against the
+    /// task — up to `maxReturns` times: a worker that hands the same task back
+    /// forever would otherwise spin it through the queue at full speed.
+    @discardableResult
+    public mutating func returned(_ id: TaskID, attempt: UInt16, from peer: PeerID, now: Timestamp) -> ReturnOutcome {
+        guard let t = current(id, attempt: attempt, from: peer) else { return .stale }
         releaseSlot(of: t, now: now, reason: nil)
+        let d = t.detailsForWritingShared()
+        d.returns = d.returns.incrementedSaturating
+        if Int(d.returns) > config.maxReturns {
+            counters.failed += 1
+            counters.returnedTooOften += 1
+            finish(id, state: .failed, body: Array(Self.returnedTooOften.utf8), error: Self.returnedTooOften, now: now, dead: true)
+            outbox.append(.event(.failed(id, error: Self.returnedTooOften, durationUs: now - (d.startedMono ?? now))))
+            return .deadLettered
+        }
         requeueAtHead(id, now: now)
         outbox.append(.event(.returned(id, fromWorker: workers[peer]?.name ?? "?")))
+        return .requeued
     }
+
+    /// The error of a task dead-lettered for coming back too often (§9.2).
+    public static let returnedTooOften = "returned_too_often"
+    /// The error of a task whose attempt counter is spent (65,535 dispatches).
+    public static let attemptsExhausted = "attempts_exhausted"
 
     /// The worker's API answered "rate limited, retry after": the task goes
     /// back to the head of its level without using an attempt or a delivery,
@@ -340,8 +400,9 @@ public struct Scheduler: Sendable {
         counters.rateLimited += 1
         let ms = min(max(0, afterMs ?? policy.config.defaultHoldMs), policy.config.maxHoldMs)
         outbox.append(.event(.rateLimited(id, fromWorker: workers[peer]?.name ?? "?", retryAfterMs: ms)))
-        if ms > 0, policy.hold(t.type, until: now + ms * 1000) {
-            outbox.append(.event(.typeHeld(type: t.type, until: wall(now + ms * 1000))))
+        let until = now.adding(saturating: ms.multiplied(saturating: 1000))
+        if ms > 0, policy.hold(t.type, until: until) {
+            outbox.append(.event(.typeHeld(type: t.type, until: wall(until))))
         }
     }
 
@@ -370,7 +431,7 @@ public struct Scheduler: Sendable {
     /// time, like every journaled time. A hold that ran out meanwhile is dropped.
     public mutating func restoreHold(_ type: String, until: Timestamp, now wallNow: Timestamp) {
         guard until > wallNow else { return }
-        _ = policy.hold(type, until: until - wallOffset)
+        _ = policy.hold(type, until: until.subtracting(saturating: wallOffset))
     }
 
     // MARK: Dead letters
@@ -386,6 +447,7 @@ public struct Scheduler: Sendable {
         // A fresh set of attempts includes deliveries: a task dead-lettered
         // `worker_lost` must not fail again on its very next lost worker.
         t.details?.lostDeliveries = 0
+        t.details?.returns = 0
         tasks[id]?.failures = 0
         tasks[id]?.state = .queued
         tasks[id]?.readyAt = now
@@ -426,6 +488,14 @@ public struct Scheduler: Sendable {
             ) else { return }
             guard let w = free.filter({ $0.accepts(pick.type) }).min(by: { $0.lastUsed < $1.lastUsed }) else { return }
             queue.removeHead(type: pick.type, priority: pick.priority)
+            // Each dispatch needs a new attempt number (§9.5); after 65,535
+            // of them (RETRY_LATER answered forever) the task cannot have one.
+            if tasks[pick.entry.id]?.attempt == .max {
+                counters.failed += 1
+                finish(pick.entry.id, state: .failed, body: Array(Self.attemptsExhausted.utf8), error: Self.attemptsExhausted, now: now, dead: true)
+                outbox.append(.event(.failed(pick.entry.id, error: Self.attemptsExhausted, durationUs: 0)))
+                continue
+            }
             start(pick.entry.id, on: w.peer, now: now)
         }
     }
@@ -433,8 +503,8 @@ public struct Scheduler: Sendable {
     private mutating func start(_ id: TaskID, on peer: PeerID, now: Timestamp) {
         let since = table.waitingSince(id)
         guard var t = tasks[id], var w = workers[peer] else { return }
-        // Saturating: a hostile RETURN loop must not trap the broker.
-        t.attempt = t.attempt == .max ? .max : t.attempt + 1
+        // `dispatch` never starts a task whose counter is spent; saturating anyway.
+        t.attempt = t.attempt.incrementedSaturating
         t.state = .running
         let d = t.detailsForWriting()
         d.worker = w.name
@@ -452,7 +522,7 @@ public struct Scheduler: Sendable {
         workers[peer] = w
         running += 1
         policy.didDispatch(t.type, now: now)
-        deadlines.insert(Deadline(at: now + Int64(t.timeoutMs) * 1000, id: id, attempt: t.attempt))
+        deadlines.insert(Deadline(at: now.adding(saturating: Int64(t.timeoutMs) * 1000), id: id, attempt: t.attempt))
         let latency = now - t.readyAt
         counters.dispatched += 1
         outbox.append(.assign(worker: peer, task: id, attempt: t.attempt))
@@ -486,12 +556,12 @@ public struct Scheduler: Sendable {
             }
             nextLivenessCheck = now + config.heartbeatIntervalMs * 1000 / 2
         }
-        let ttl = config.resultTTLSeconds * 1_000_000
-        while let first = finished.first, now - first.at > ttl || finished.count > config.maxFinishedInMemory {
+        let ttl = config.resultTTLSeconds.multiplied(saturating: 1_000_000)
+        while let first = finished.first, now.subtracting(saturating: first.at) > ttl || finished.count > config.maxFinishedInMemory {
             finished.removeFirst()
             guard let t = tasks[first.id], t.state.isFinal, t.details?.finishedMono == first.at else { continue }
             // Past the TTL a task is gone everywhere; past the memory cap only from memory.
-            if now - first.at > ttl { outbox.append(.event(.expired(first.id))) }
+            if now.subtracting(saturating: first.at) > ttl { outbox.append(.event(.expired(first.id))) }
             forgetTask(first.id)
         }
     }
@@ -511,9 +581,9 @@ public struct Scheduler: Sendable {
     /// record's timestamps; the scheduler's monotonic time is `now − wallOffset`.
     public mutating func restore(_ record: TaskRecord, idempotencyKey: String?, now wallNow: Timestamp) {
         var r = record
-        let now = wallNow - wallOffset
+        let now = wallNow.subtracting(saturating: wallOffset)
         r.readyAt = now
-        nextSeq = max(nextSeq, r.seq + 1)
+        nextSeq = max(nextSeq, r.seq.incrementedSaturating)
         if let key = idempotencyKey { idempotency[Self.scoped(key, r.owner)] = r.id }
         switch r.state {
         case .running, .queued:
@@ -528,11 +598,12 @@ public struct Scheduler: Sendable {
             r.detailsForWriting().runAt = at
             tasks[r.id] = r
             delayedCount += 1
-            delayedHeap.insert(Deadline(at: now + (at - wallNow), id: r.id, attempt: 0, runAt: at))
+            delayedHeap.insert(Deadline(at: now.adding(saturating: at.subtracting(saturating: wallNow)), id: r.id, attempt: 0, runAt: at))
         case .succeeded, .failed, .timedOut, .cancelled:
             if tasks[r.id]?.details?.dead != true && r.details?.dead == true { deadLetterCount += 1 }
             let d = r.detailsForWriting()
-            d.finishedMono = now - (wallNow - (d.finishedAt ?? wallNow))
+            // A finished_at in the future counts as now (it is not kept longer than its TTL).
+            d.finishedMono = now.subtracting(saturating: max(0, wallNow.subtracting(saturating: d.finishedAt ?? wallNow)))
             tasks[r.id] = r
             finished.append((r.id, d.finishedMono))
         }
@@ -550,7 +621,7 @@ public struct Scheduler: Sendable {
             running -= 1
             policy.didRelease(t.type)
             let d = t.detailsForWritingShared()
-            d.lostDeliveries += 1
+            d.lostDeliveries = d.lostDeliveries.incrementedSaturating
             d.workerPeer = nil
             if d.lostDeliveries >= config.maxDeliveries {
                 counters.failed += 1
@@ -595,14 +666,14 @@ public struct Scheduler: Sendable {
 
     /// A failed or timed-out attempt: retry after backoff while attempts remain, else final and dead-lettered.
     private mutating func attemptFailed(_ t: TaskRecord, state: TaskState, error: String, now: Timestamp) {
-        let failures = t.failures + 1
+        let failures = t.failures.incrementedSaturating
         tasks[t.id]?.failures = failures
         let duration = now - (t.details?.startedMono ?? now)
         if failures < t.maxAttempts {
             let d = t.detailsForWritingShared()
             let exp = min(Double(d.backoffMaxMs), Double(d.backoffMs) * pow2(Int(failures) - 1))
             let delayMs = exp / 2 + rng.nextUnit() * exp / 2 // "equal jitter"
-            let at = now + Int64(delayMs * 1000)
+            let at = now.adding(saturating: Int64(delayMs * 1000))
             d.runAt = wall(at)
             d.error = error
             tasks[t.id]?.state = .delayed
@@ -671,6 +742,8 @@ public struct SchedulerCounters: Sendable, Equatable {
     public var deadRetried = 0
     /// RETRY_LATER answers: the API's 429 reached the broker.
     public var rateLimited = 0
+    /// Tasks dead-lettered `returned_too_often` (also counted in `failed`).
+    public var returnedTooOften = 0
     public init() {}
 }
 

@@ -10,6 +10,13 @@ public struct SchedulerConfig: Sendable, Equatable {
     public var heartbeatLiveness: Int64 = 3
     /// Dispatches a task may lose with a dying worker before it fails `worker_lost`.
     public var maxDeliveries: UInt16 = 3
+    /// RETURNs a task may make before it fails `returned_too_often` (`--max-returns`).
+    public var maxReturns: Int = 100
+    /// The most a worker's READY gets as capacity (`--max-worker-capacity`).
+    public var maxWorkerCapacity: Int = 64
+    /// Task types that may have queued tasks at once; a SUBMIT of one more is
+    /// rejected `too_many_types` (`--max-types`).
+    public var maxTypes: Int = 10_000
     /// nil: any type is accepted.
     public var allowedTypes: Set<String>? = nil
     public var maxPayloadBytes: Int = SchedulerConfig.defaultMaxPayloadBytes
@@ -24,5 +31,5 @@ public struct SchedulerConfig: Sendable, Equatable {
 
     public init() {}
 
-    var workerExpiryUs: Int64 { heartbeatIntervalMs * heartbeatLiveness * 1000 }
+    var workerExpiryUs: Int64 { heartbeatIntervalMs.multiplied(saturating: heartbeatLiveness).multiplied(saturating: 1000) }
 }

@@ -24,5 +24,23 @@ public struct JournalRecovery: Sendable {
     public var delayed = 0
     public var finished = 0
     public var lastID: TaskID?
+    /// Rows whose values were out of range and were clamped, and rows that
+    /// could not be tasks and were skipped: one line each, naming the task
+    /// (the first `maxNotes`; the counts are exact).
+    public private(set) var repaired: [String] = []
+    public private(set) var skipped: [String] = []
+    public private(set) var repairedCount = 0
+    public private(set) var skippedCount = 0
+    public static let maxNotes = 100
     public init() {}
+
+    public mutating func note(repaired line: String) {
+        repairedCount += 1
+        if repaired.count < Self.maxNotes { repaired.append(line) }
+    }
+
+    public mutating func note(skipped line: String) {
+        skippedCount += 1
+        if skipped.count < Self.maxNotes { skipped.append(line) }
+    }
 }

@@ -125,6 +125,9 @@ public final class TaskDetails: @unchecked Sendable {
     public var backoffMaxMs: UInt32 = TaskSpec.defaultBackoffMaxMs
     /// Dispatches lost with their worker (bounded by `maxDeliveries`).
     public var lostDeliveries: UInt16 = 0
+    /// RETURNs since the broker started or the task was last retried from
+    /// the dead letters (bounded by `maxReturns`; not journaled).
+    public var returns: UInt16 = 0
     /// The scheduler's dispatch counter at the latest dispatch: a lost worker's
     /// tasks go back to the head in the order they were dispatched (§9.2).
     var dispatchSeq: UInt64 = 0

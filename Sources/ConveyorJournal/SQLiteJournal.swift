@@ -308,8 +308,26 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         let keepFinished = max(0, scheduler.config.maxFinishedInMemory)
         var info = JournalRecovery()
         var codec = self.codec
-        defer { self.codec = codec }
+        codec.defaultTimeoutMs = scheduler.config.defaultTimeoutMs
+        codec.now = now
+        codec.repairs = []
+        defer {
+            codec.repairs = []
+            self.codec = codec
+        }
         let path = self.path
+        /// One row: decoded, or skipped with a note; SQLite errors still stop recovery.
+        func decodeRow(_ s: RawStatement) throws -> TaskRecord? {
+            do {
+                let t = try codec.decode(s)
+                for r in codec.repairs { info.note(repaired: r) }
+                codec.repairs.removeAll(keepingCapacity: true)
+                return t
+            } catch let e as TaskRowCodec.RejectedRow {
+                info.note(skipped: "\(e); the row is left in the journal")
+                return nil
+            }
+        }
         do {
             try db.inDatabase { db in
                 for key in try String.fetchAll(db, sql: JournalSchema.listPaused) {
@@ -327,13 +345,12 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                     sql: "SELECT \(JournalSchema.columns) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL ORDER BY id"), path: path)
                 defer { open.reset() }
                 while try open.step() {
-                    let t = try codec.decode(open)
+                    guard let t = try decodeRow(open) else { continue }
                     switch t.state {
                     case .queued: info.queued += 1
                     case .running: info.requeuedRunning += 1
                     case .delayed: info.delayed += 1
-                    case .succeeded, .failed, .timedOut, .cancelled:
-                        throw JournalError(.corrupt, path: path, detail: "task \(t.id) is \(t.state.rawValue) but has no finished_at")
+                    case .succeeded, .failed, .timedOut, .cancelled: info.finished += 1 // had no finished_at: now it has
                     }
                     scheduler.restore(t, idempotencyKey: t.details?.idempotencyKey, now: now)
                 }
@@ -349,11 +366,11 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                     try done.bind(1, now - retention)
                     try done.bind(2, keepFinished)
                     var recent: [TaskRecord] = []
-                    while try done.step() { recent.append(try codec.decode(done)) }
+                    while try done.step() { if let t = try decodeRow(done) { recent.append(t) } }
                     for t in recent.reversed() {
                         scheduler.restore(t, idempotencyKey: t.details?.idempotencyKey, now: now)
                     }
-                    info.finished = recent.count
+                    info.finished += recent.count
                 }
             }
         } catch {
@@ -374,7 +391,9 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                 defer { s.reset() }
                 try s.bind(1, Int64(bitPattern: id.raw))
                 guard try s.step() else { return nil }
-                return try codec.decode(s)
+                do { return try codec.decode(s) } catch let e as TaskRowCodec.RejectedRow {
+                    throw JournalError(.corrupt, path: path, detail: e.description)
+                }
             }
         } catch {
             throw JournalError.from(error, path: path, doing: "reading task \(id)")

@@ -2,9 +2,10 @@ import ConveyorCore
 
 /// Moves a `TaskRecord` to and from a row of `JournalSchema`'s `tasks` table.
 ///
-/// Reading validates every value instead of trusting the file: a row that
-/// does not make sense is reported as corruption (naming the file and the
-/// task), never turned into a half-valid task.
+/// Reading validates every value instead of trusting the file: a value out
+/// of range is clamped into range and reported (naming the task), and a row
+/// that cannot be a task at all is rejected — never a trap, never a broker
+/// that will not start because of one row.
 struct TaskRowCodec {
     typealias Column = JournalSchema.Column
     let path: String
@@ -57,24 +58,43 @@ struct TaskRowCodec {
 
     // MARK: Reading
 
-    /// The task in the current row, and its idempotency key.
+    /// A row that cannot be made into a task at all (unknown state, no type):
+    /// recovery skips it, with a message naming the task, and leaves the row
+    /// in the file for an operator.
+    struct RejectedRow: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The timeout a row with an unusable `timeout_ms` gets (the broker's default).
+    var defaultTimeoutMs: UInt32 = 3_600_000
+    /// The journal's clock during recovery: a finished row without `finished_at` finished now.
+    var now: Timestamp = 0
+    /// What decoding repaired since the caller last emptied it: one line per
+    /// task, naming it and each value clamped.
+    var repairs: [String] = []
+
+    /// The task in the current row. Values out of range — a hostile worker's
+    /// counters, a damaged or hand-edited file — are clamped into range (and
+    /// noted in `repairs`) instead of trusted: a bad row must never trap the
+    /// broker or stop it. Rows that cannot be a task throw `RejectedRow`.
     mutating func decode(_ s: RawStatement) throws -> TaskRecord {
         let idBits = s.int64(Column.id.rawValue)
         let id = TaskID(raw: UInt64(bitPattern: idBits))
-        func bad(_ what: String) -> JournalError {
-            JournalError(.corrupt, path: path, detail: "task \(id) has \(what)")
-        }
-        func small<T: FixedWidthInteger>(_ c: Column, _: T.Type) throws -> T {
-            guard let v = T(exactly: s.int64(c.rawValue)) else { throw bad("an out-of-range \(c)") }
+        var fixed: [String] = []
+        func clamp<T: FixedWidthInteger>(_ c: Column, _ range: ClosedRange<T>, or fallback: T? = nil) -> T {
+            let raw = s.int64(c.rawValue)
+            if let v = T(exactly: raw), range.contains(v) { return v }
+            let v = fallback ?? (raw < Int64(range.lowerBound) ? range.lowerBound : range.upperBound)
+            fixed.append("\(c) \(raw) -> \(v)")
             return v
         }
         let stateText = s.bytes(Column.state.rawValue)
         guard let state = TaskState(rawValue: String(decoding: stateText, as: UTF8.self)) else {
-            throw bad("an unknown state '\(String(decoding: stateText.prefix(32), as: UTF8.self))'")
+            throw RejectedRow(description: "task \(id) has an unknown state '\(String(decoding: stateText.prefix(32), as: UTF8.self))'")
         }
-        guard let priority = Priority(rawValue: try small(.priority, UInt8.self)) else { throw bad("an unknown priority") }
+        let priority = Priority(rawValue: clamp(.priority, 0...UInt8(ReadyQueue.levels - 1))) ?? .normal
         let type = internType(s.bytes(Column.type.rawValue))
-        guard !type.isEmpty else { throw bad("an empty type") }
+        guard !type.isEmpty else { throw RejectedRow(description: "task \(id) has an empty type") }
 
         var details: TaskDetails?
         func d() -> TaskDetails {
@@ -87,10 +107,10 @@ struct TaskRowCodec {
         if let v = s.int64OrNil(Column.finishedAt.rawValue) { d().finishedAt = v }
         if let v = s.int64OrNil(Column.runAt.rawValue) { d().runAt = v }
         if s.int64(Column.dead.rawValue) != 0 { d().dead = true }
-        let lost: UInt16 = try small(.lostDeliveries, UInt16.self)
+        let lost: UInt16 = clamp(.lostDeliveries, 0...UInt16.max)
         if lost != 0 { d().lostDeliveries = lost }
-        let backoff: UInt32 = try small(.backoffMs, UInt32.self)
-        let backoffMax: UInt32 = try small(.backoffMaxMs, UInt32.self)
+        let backoff: UInt32 = clamp(.backoffMs, 0...UInt32.max)
+        let backoffMax: UInt32 = clamp(.backoffMaxMs, 0...UInt32.max)
         if backoff != 1000 || backoffMax != 300_000 {
             d().backoffMs = backoff
             d().backoffMaxMs = backoffMax
@@ -99,13 +119,23 @@ struct TaskRowCodec {
         if let v = s.textOrNil(Column.worker.rawValue) { d().worker = v }
         if let v = s.textOrNil(Column.error.rawValue) { d().error = v }
         if let v = s.blobOrNil(Column.result.rawValue) { d().result = v }
-        if state.isFinal && details?.finishedAt == nil { throw bad("state \(state.rawValue) but no finished_at") }
+        if state.isFinal && details?.finishedAt == nil {
+            fixed.append("state \(state.rawValue) without finished_at -> finished now")
+            d().finishedAt = now
+        }
+        // The protocol's ranges (§11): timeouts of 1 ms..7 days, 1..100 attempts.
+        let timeout: UInt32 = clamp(.timeoutMs, 1...604_800_000, or: s.int64(Column.timeoutMs.rawValue) > 604_800_000 ? 604_800_000 : defaultTimeoutMs)
+        let maxAttempts: UInt16 = clamp(.maxAttempts, 1...100)
+        let attempt: UInt16 = clamp(.attempt, 0...UInt16.max)
+        // More failed attempts than allowed: the next failure is the last.
+        let failures: UInt16 = clamp(.failures, 0...maxAttempts)
+        if !fixed.isEmpty { repairs.append("task \(id): " + fixed.joined(separator: ", ")) }
 
         return TaskRecord(
             id: id, seq: UInt64(bitPattern: s.int64(Column.seq.rawValue)), createdAt: s.int64(Column.createdAt.rawValue),
             type: type, priority: priority, payload: s.blob(Column.payload.rawValue),
-            timeoutMs: try small(.timeoutMs, UInt32.self), maxAttempts: try small(.maxAttempts, UInt16.self),
-            state: state, attempt: try small(.attempt, UInt16.self), failures: try small(.failures, UInt16.self),
+            timeoutMs: timeout, maxAttempts: maxAttempts,
+            state: state, attempt: attempt, failures: failures,
             submitter: nil, details: details, owner: s.textOrNil(Column.owner.rawValue)
         )
     }

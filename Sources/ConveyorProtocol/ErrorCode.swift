@@ -9,6 +9,7 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case queueFull = "queue_full"
     case unknownType = "unknown_type"
     case payloadTooLarge = "payload_too_large"
+    case tooManyTypes = "too_many_types"
     case shuttingDown = "shutting_down"
     case notFound = "not_found"
     case notCancellable = "not_cancellable"

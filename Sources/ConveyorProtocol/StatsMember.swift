@@ -27,6 +27,7 @@ public enum StatsMember: String, Sendable, CaseIterable {
     case tasksRetried = "tasks_retried"
     case undeliverableMessages = "undeliverable_messages"
     case tasksRateLimited = "tasks_rate_limited"
+    case tasksReturnedTooOften = "tasks_returned_too_often"
     case authFailures = "auth_failures"
     case authRevoked = "auth_revoked"
     case types

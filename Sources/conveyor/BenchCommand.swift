@@ -29,6 +29,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Broker durability for the throughput phase: none, batch or fsync.") var durability = "none"
     @Option(help: "Give up on any phase after this many seconds.") var limit = 300
     @Option(help: "Task types to spread the tasks over, round robin (noop0, noop1, …; 1 = the single type noop).") var types = 1
+    @Option(help: "Throughput phase: measure, then submit and cancel this many distinct task types (junk0, junk1, …), then measure again on the same broker.")
+    var junkTypes = 0
     @Option(help: "Extra broker flag, e.g. --broker-arg=--aging=60 (repeatable).") var brokerArg: [String] = []
     @Flag(help: "Run every connection with CURVE (a throwaway key set), to compare with plaintext.") var curve = false
 
@@ -38,7 +40,7 @@ struct BenchCommand: ParsableCommand {
         defer { runner.stopAll() }
         emit("conveyor bench: \(workers) workers x \(workerConcurrency), libzmq \(ZMQContext.version), \(ProcessInfo.processInfo.activeProcessorCount) cores"
              + (types > 1 ? ", \(types) task types" : "") + (curve ? ", CURVE" : "") + (brokerArg.isEmpty ? "" : ", broker \(brokerArg.joined(separator: " "))"))
-        if phase == .throughput || phase == .all { try runner.throughput(tasks: tasks, window: window, durability: durability) }
+        if phase == .throughput || phase == .all { try runner.throughput(tasks: tasks, window: window, durability: durability, junkTypes: junkTypes) }
         if phase == .latency || phase == .all { try runner.latency(rate: rate, seconds: seconds) }
         if phase == .memory || phase == .all { try runner.memory(tasks: memoryTasks) }
     }
@@ -165,13 +167,32 @@ final class BenchRunner {
     // MARK: Phases
 
     /// Pipelined no-op tasks: submit → worker → FINISHED back at the client.
-    func throughput(tasks: Int, window: Int, durability: String) throws {
+    /// With `junkTypes`, the same broker is measured again after that many
+    /// distinct types have been submitted and cancelled (dispatch cost must
+    /// not depend on types that came and went).
+    func throughput(tasks: Int, window: Int, durability: String, junkTypes: Int = 0) throws {
         let dir = scratch.appendingPathComponent("data-\(durability)").path
         let b = try startBroker(["--durability", durability, "--data-dir", dir])
         defer { stop(b) }
         try startWorkers(b)
         let c = try client(b.clients)
         defer { c.close() }
+        let fresh = try measureThroughput(c, tasks: tasks, window: window, label: durability)
+        guard junkTypes > 0 else { return }
+        let rssBefore = rssBytes(b.process.processIdentifier)
+        let junkStart = Date()
+        let cancelled = try submitAndCancelJunk(c, count: junkTypes)
+        let junkSecs = Date().timeIntervalSince(junkStart)
+        let rssJunk = rssBytes(b.process.processIdentifier)
+        let after = try measureThroughput(c, tasks: tasks, window: window, label: "\(durability), after \(junkTypes) junk types")
+        emit(String(format: "junk types: %d distinct types submitted and cancelled (%d cancelled) in %.2f s; broker RSS %.1f -> %.1f MiB; "
+                    + "throughput after them %.0f vs %.0f tasks/s fresh = %.1f%%",
+                    junkTypes, cancelled, junkSecs, Double(rssBefore) / 1_048_576, Double(rssJunk) / 1_048_576,
+                    after, fresh, 100 * after / max(1, fresh)))
+    }
+
+    /// Returns tasks per second.
+    private func measureThroughput(_ c: BrokerClient, tasks: Int, window: Int, label: String) throws -> Double {
         let specs = (0..<types).map { TaskSpec(type: type($0), priority: .normal) }
         var submitted = 0, finished = 0, rejected = 0
         let start = Date()
@@ -191,8 +212,45 @@ final class BenchRunner {
         let secs = Date().timeIntervalSince(start)
         let s = try stats(c)
         emit(String(format: "throughput[%@]: %d tasks end to end in %.2f s = %.0f tasks/s (rejected %d, broker dispatch p50 %@ ms p99 %@ ms)",
-                    durability, finished, secs, Double(finished) / secs, rejected,
+                    label, finished, secs, Double(finished) / secs, rejected,
                     "\((s["dispatch_latency_ms"] as? [String: Any])?["p50"] ?? "?")", "\((s["dispatch_latency_ms"] as? [String: Any])?["p99"] ?? "?")"))
+        return Double(finished) / secs
+    }
+
+    /// Pipelined: SUBMIT a task of type `junkN`, CANCEL it once ACCEPTED; at
+    /// most `window` types are in flight, far under the broker's `--max-types`.
+    /// (A worker may start one before its cancel arrives; it is cancelled running.)
+    private func submitAndCancelJunk(_ c: BrokerClient, count: Int, window: Int = 1000) throws -> Int {
+        defer { try? drainUntilPong(c) }
+        var sent = 0, pending = 0, cancelled = 0
+        let deadline = Date().addingTimeInterval(limit)
+        while (sent < count || pending > 0) && Date() < deadline {
+            while sent < count && pending < window {
+                try c.send(.submit(requestID: [], spec: TaskSpec(type: "junk\(sent)", priority: Priority(rawValue: UInt8(sent % 4)) ?? .normal)))
+                sent += 1
+                pending += 1
+            }
+            guard let r = try c.receive(timeoutMs: 1000) else { continue }
+            switch r {
+            case .accepted(_, let id, _, _): try c.send(.cancel(requestID: [], id: id))
+            case .rejected: pending -= 1
+            case .cancelled: pending -= 1; cancelled += 1
+            case .error: pending -= 1
+            default: break
+            }
+        }
+        return cancelled
+    }
+
+    /// Reads (and drops) what is still coming — the FINISHED of cancelled
+    /// tasks follows their CANCELLED reply — until the answer to a PING.
+    private func drainUntilPong(_ c: BrokerClient) throws {
+        let rid = c.nextRequestID()
+        try c.send(.ping(requestID: rid))
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if case .pong(let r)? = try c.receive(timeoutMs: 1000), r == rid { return }
+        }
     }
 
     /// A fixed, moderate rate: dispatch latency as the broker measures it and

@@ -21,6 +21,11 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Queued tasks before submissions are rejected queue_full, 0-100000000 (env ANALYSIS_QUEUE_MAX_SIZE, default 100; 0 rejects every submission but delayed ones, with a warning).") var maxQueue: Int?
     @Option(help: "Default task timeout in seconds, 1-604800 (env ANALYSIS_TASK_TIMEOUT, default 3600).") var taskTimeout: Int?
     @Option(help: "Dispatches a task may lose with dying workers before it fails worker_lost, 1-1000 (env CONVEYOR_MAX_DELIVERIES, default 3).") var maxDeliveries: Int?
+    @Option(help: "RETURNs a task may make before it fails returned_too_often, 1-10000 (env CONVEYOR_MAX_RETURNS, default 100).") var maxReturns: Int?
+    @Option(help: "The most tasks one worker may run at once, whatever its READY asks; larger asks are capped with a warning, 1-1024 (env CONVEYOR_MAX_WORKER_CAPACITY, default 64).")
+    var maxWorkerCapacity: Int?
+    @Option(help: "Task types that may have queued tasks at once; a submission of one more type is rejected too_many_types, 1-1000000 (env CONVEYOR_MAX_TYPES, default 10000).")
+    var maxTypes: Int?
     @Option(help: "Comma-separated task types to accept; others are rejected unknown_type (env CONVEYOR_TASK_TYPES; default any).") var types: String?
     @Option(help: "Largest payload in bytes, 0-268435456 (env CONVEYOR_MAX_PAYLOAD_BYTES, default 10485760).") var maxPayload: Int?
     @Option(help: "Journal directory (env CONVEYOR_DATA_DIR, default ./data).") var dataDir: String?
@@ -72,6 +77,9 @@ struct BrokerCommand: ParsableCommand {
         s.maxQueue = try setting(maxQueue, "ANALYSIS_QUEUE_MAX_SIZE", 100, range: 0...100_000_000)
         s.defaultTimeoutMs = UInt32(try setting(taskTimeout, "ANALYSIS_TASK_TIMEOUT", 3600, range: 1...604_800)) * 1000
         s.maxDeliveries = UInt16(try setting(maxDeliveries, "CONVEYOR_MAX_DELIVERIES", 3, range: 1...1000))
+        s.maxReturns = try setting(maxReturns, "CONVEYOR_MAX_RETURNS", 100, range: 1...10_000)
+        s.maxWorkerCapacity = try setting(maxWorkerCapacity, "CONVEYOR_MAX_WORKER_CAPACITY", 64, range: 1...1024)
+        s.maxTypes = try setting(maxTypes, "CONVEYOR_MAX_TYPES", 10_000, range: 1...1_000_000)
         s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", Limits.defaultMaxPayloadBytes, range: 0...256 * 1024 * 1024)
         s.resultTTLSeconds = try setting(resultTTL, "CONVEYOR_RESULT_TTL", 86_400, range: 1...31_536_000)
         s.heartbeatIntervalMs = try heartbeat.interval

@@ -214,7 +214,7 @@ final class PriorityAndStateTests: XCTestCase {
         let allowed: Set<String> = [
             "delayed>queued", "delayed>cancelled",
             "queued>running", "queued>cancelled",
-            // Not produced by the scheduler and not in §5.10; the table allows it.
+            // A task whose attempt counter is spent fails without a dispatch.
             "queued>failed",
             "running>succeeded", "running>failed", "running>timed_out", "running>cancelled",
             "running>queued", "running>delayed",

@@ -122,17 +122,98 @@ final class SchedulerReliabilityTests: XCTestCase {
         XCTAssertEqual(lost.count, 1)
     }
 
-    func testReadyWithANameStillRegisteredReplacesTheOldConnection() {
+    /// Identity is the connection: READYs with a running worker's name get
+    /// records of their own, suffixed, and leave its task alone.
+    func testReadyWithANameStillRegisteredGetsItsOwnRecord() {
         var h = Harness()
         let old = h.register("w")
         let id = h.submit()
         h.dispatch()
-        let new = peer("w-reconnected")
-        h.s.register(worker: new, name: "w", types: nil, capacity: 1, now: h.now)
-        XCTAssertNil(h.s.worker(old))
-        XCTAssertEqual(h.state(id), .queued)
-        XCTAssertEqual(h.dispatch(), [Assignment(worker: new, task: id, attempt: 2)])
-        XCTAssertEqual(h.s.allWorkers.count, 1)
+        var names: [String] = []
+        for n in 1...3 {
+            let reg = h.s.register(worker: peer("w-impostor-\(n)"), name: "w", types: nil, capacity: 1, now: h.now)
+            names.append(reg.name)
+        }
+        XCTAssertEqual(names, ["w#2", "w#3", "w#4"])
+        XCTAssertNotNil(h.s.worker(old))
+        XCTAssertEqual(h.s.worker(old)?.name, "w")
+        XCTAssertEqual(h.state(id), .running)
+        XCTAssertFalse(h.take().contains { if case .event(.workerLost) = $0 { true } else { false } })
+        h.s.succeeded(id, attempt: 1, result: [], from: old, now: h.now)
+        XCTAssertEqual(h.state(id), .succeeded)
+        XCTAssertEqual(h.s.allWorkers.count, 4)
+        // Once the first holder is gone its name is free again.
+        h.s.workerGone(old, reason: "gone", now: h.now)
+        XCTAssertEqual(h.s.register(worker: peer("w-back"), name: "w", types: nil, capacity: 1, now: h.now).name, "w")
+    }
+
+    func testReadyAskingMoreThanTheCapIsCapped() {
+        var h = Harness { $0.maxWorkerCapacity = 64 }
+        let reg = h.s.register(worker: peer("greedy"), name: "greedy", types: nil, capacity: 1024, now: h.now)
+        XCTAssertEqual(reg, Scheduler.Registration(name: "greedy", capacity: 64, askedCapacity: 1024))
+        XCTAssertEqual(h.s.worker(peer("greedy"))?.capacity, 64)
+        for _ in 0..<100 { h.submit() }
+        XCTAssertEqual(h.dispatch().count, 64)
+        XCTAssertNil(h.s.register(worker: peer("modest"), name: "modest", types: nil, capacity: 64, now: h.now).askedCapacity)
+    }
+
+    /// RETURN up to the bound requeues; the next one dead-letters the task.
+    func testTaskReturnedTooOftenIsDeadLettered() {
+        var h = Harness { $0.maxReturns = 5 }
+        let w = h.register("returner")
+        let id = h.submit()
+        for n in 1...5 {
+            XCTAssertEqual(h.dispatch(), [Assignment(worker: w, task: id, attempt: UInt16(n))])
+            XCTAssertEqual(h.s.returned(id, attempt: UInt16(n), from: w, now: h.now), .requeued)
+        }
+        h.dispatch()
+        XCTAssertEqual(h.s.returned(id, attempt: 6, from: w, now: h.now), .deadLettered)
+        XCTAssertEqual(h.state(id), .failed)
+        XCTAssertEqual(h.s.task(id)?.details?.error, "returned_too_often")
+        XCTAssertEqual(h.s.task(id)?.details?.dead, true)
+        XCTAssertEqual(h.s.counters.returnedTooOften, 1)
+        XCTAssertEqual(h.s.returned(id, attempt: 6, from: w, now: h.now), .stale)
+        XCTAssertEqual(h.s.runningCount, 0)
+        // A dead-letter retry starts the count again.
+        XCTAssertNoThrow(try h.s.retryDead(id, now: h.now).get())
+        h.dispatch()
+        XCTAssertEqual(h.s.returned(id, attempt: 7, from: w, now: h.now), .requeued)
+    }
+
+    /// A counter restored at its maximum (a poisoned journal) must not trap:
+    /// the task ends `attempts_exhausted` instead of being dispatched.
+    func testAttemptCounterAtItsMaximumFailsTheTaskInsteadOfTrapping() {
+        var h = Harness()
+        let rec = TaskRecord(id: TaskID(raw: 77), seq: 1, createdAt: t0, type: "a", priority: .normal, payload: [],
+                             timeoutMs: 1000, maxAttempts: 1, state: .queued, attempt: .max, failures: .max)
+        h.s.restore(rec, idempotencyKey: nil, now: t0)
+        _ = h.register("w")
+        XCTAssertEqual(h.dispatch(), [])
+        XCTAssertEqual(h.state(TaskID(raw: 77)), .failed)
+        XCTAssertEqual(h.s.task(TaskID(raw: 77))?.details?.error, "attempts_exhausted")
+    }
+
+    /// Hostile times and durations saturate instead of trapping.
+    func testExtremeTimesDoNotTrap() {
+        var h = Harness()
+        let far = h.submit(runAt: .max)
+        XCTAssertEqual(h.state(far), .delayed)
+        let near = h.submit(delayMs: .max)
+        XCTAssertEqual(h.state(near), .delayed)
+        var old = TaskRecord(id: TaskID(raw: 5), seq: 2, createdAt: .min, type: "a", priority: .low, payload: [],
+                             timeoutMs: .max, maxAttempts: 1, state: .succeeded)
+        old.details = TaskDetails()
+        old.details?.finishedAt = .min
+        h.s.restore(old, idempotencyKey: nil, now: t0)
+        var future = TaskRecord(id: TaskID(raw: 6), seq: 3, createdAt: .max, type: "a", priority: .low, payload: [],
+                                timeoutMs: .max, maxAttempts: 1, state: .delayed)
+        future.details = TaskDetails()
+        future.details?.runAt = .min
+        h.s.restore(future, idempotencyKey: nil, now: t0)
+        h.advance(sec(1))
+        XCTAssertNil(h.state(TaskID(raw: 5)), "long past its TTL")
+        XCTAssertEqual(h.state(TaskID(raw: 6)), .queued)
+        XCTAssertNotNil(h.s.nextDeadline(now: h.now))
     }
 
     func testTimeoutCancelsOnWorkerAndEndsTimedOut() {

@@ -13,7 +13,7 @@ final class JournalCompactionTests: XCTestCase {
     /// plateau (about two cycles of results) and stays there, while 30 MiB
     /// went through it.
     func testSteadyLoadKeepsTheFileBounded() throws {
-        let h = try JournalHarness(durability: .batch) { $0.resultTTLSeconds = 10; $0.maxFinishedInMemory = 100; $0.maxRunning = 100_000 }
+        let h = try JournalHarness(durability: .batch) { $0.resultTTLSeconds = 10; $0.maxFinishedInMemory = 100; $0.maxRunning = 100_000; $0.maxWorkerCapacity = 100_000 }
         h.scheduler.register(worker: w, name: "w", types: nil, capacity: 100_000, now: h.now)
         guard let journal = h.journal else { return XCTFail("no journal") }
         let payload = [UInt8](repeating: 0x61, count: 2048)
