@@ -21,6 +21,7 @@ broker's RSS over time. Exit status 1 if anything was lost or duplicated.
 import argparse
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +56,8 @@ class Soak:
         self.broker = None
         self.worker_procs = {}
         self.acked = {}        # key -> task id
+        self.unconfirmed = {}  # task id -> key: acknowledged, not yet seen in a final state
+        self.confirmed = {}    # final state -> count
         self.junk = 0
         self.storm = []
         self.finals = {}       # task id -> final events seen
@@ -72,7 +75,7 @@ class Soak:
         self.broker = subprocess.Popen(
             [self.args.bin, "broker", "--clients", self.clients, "--workers", self.workers, "--events", self.events,
              "--data-dir", os.path.join(self.dir, "data"), "--max-queue", "100000", "--max-running", "12",
-             "--max-returns", "20", "--heartbeat-interval", "500"],
+             "--max-returns", "20", "--heartbeat-interval", "500", "--result-ttl", str(self.args.result_ttl)],
             stdout=log, stderr=log)
         c = conveyor.Client(self.clients, timeout=15)
         try:
@@ -118,17 +121,20 @@ class Soak:
                             pass
                         with self.lock:
                             self.acked[key] = s.task_id
+                            self.unconfirmed[s.task_id] = key
                             self.junk += 1
                     elif roll < 0.06:  # goes to the hostile worker, which returns it
                         s = c.submit("storm", b"x", idempotency_key=key, notify="none")
                         with self.lock:
                             self.acked[key] = s.task_id
+                            self.unconfirmed[s.task_id] = key
                             self.storm.append(s.task_id)
                     else:
                         s = c.submit("work", b"x", priority=self.rng.randrange(4), idempotency_key=key, notify="none",
                                      max_attempts=3)
                         with self.lock:
                             self.acked[key] = s.task_id
+                            self.unconfirmed[s.task_id] = key
                     break
                 except conveyor.QueueFull:
                     time.sleep(0.05)
@@ -164,6 +170,27 @@ class Soak:
                     self.malformed_sent += 1
             w.close()
             cl.close()
+
+    def verifier(self):
+        """Confirms acknowledged tasks as they reach a final state, before the
+        result retention (--result-ttl) forgets them: memory stays at steady state."""
+        c = conveyor.Client(self.clients, timeout=5)
+        while not self.stop.is_set():
+            with self.lock:
+                batch = list(self.unconfirmed)[:2000]
+            for tid in batch:
+                try:
+                    st = c.status(tid).state
+                except conveyor.BrokerUnavailable:
+                    break
+                except conveyor.Rejected:
+                    st = "not_found"
+                if st in FINAL:
+                    with self.lock:
+                        self.unconfirmed.pop(tid, None)
+                        self.confirmed[st] = self.confirmed.get(st, 0) + 1
+            self.stop.wait(1)
+        c.close()
 
     def events_listener(self):
         ctx = zmq.Context.instance()
@@ -211,7 +238,7 @@ class Soak:
         self.start_broker()
         for i in range(3):
             self.start_worker(i)
-        threads = [threading.Thread(target=f, daemon=True) for f in (self.producer, self.hostile, self.events_listener, self.chaos)]
+        threads = [threading.Thread(target=f, daemon=True) for f in (self.producer, self.hostile, self.events_listener, self.chaos, self.verifier)]
         for t in threads:
             t.start()
         for t in (threads[0], threads[1], threads[3]):
@@ -224,22 +251,21 @@ class Soak:
             if st["queue_size"] == 0 and st["current_processing"] == 0 and st["delayed"] == 0:
                 break
             time.sleep(0.5)
-        completed = lost = 0
-        states = {}
-        for key, tid in list(self.acked.items()):
+        self.stop.set()
+        threads[4].join(timeout=60)
+        lost = 0
+        states = dict(self.confirmed)
+        for tid in list(self.unconfirmed):
             try:
                 s = c.status(tid).state
             except conveyor.Rejected:
                 s = "not_found"
             states[s] = states.get(s, 0) + 1
-            if s in FINAL:
-                completed += 1
-            else:
+            if s not in FINAL:
                 lost += 1
+        completed = sum(n for st, n in states.items() if st in FINAL)
         stats = c.stats()
         c.close()
-        time.sleep(1)
-        self.stop.set()
         threads[2].join(timeout=5)
         dup = sum(1 for n in self.finals.values() if n > 1)
         self.stop_all()
@@ -252,7 +278,10 @@ class Soak:
         print(f"  hostile RETURNs      {self.returns_sent}, malformed messages sent {self.malformed_sent}, "
               f"returned_too_often {stats.get('tasks_returned_too_often', 'n/a')}")
         print("  broker RSS (s: MiB)  " + "  ".join(f"{s}:{k / 1024:.1f}" for s, k in self.rss[:: max(1, len(self.rss) // 12)]))
-        return 0 if lost == 0 and dup == 0 else 1
+        ok = lost == 0 and dup == 0
+        if ok and not self.args.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return 0 if ok else 1
 
 
 def main():
@@ -262,6 +291,8 @@ def main():
     ap.add_argument("--rate", type=float, default=300, help="submissions per second")
     ap.add_argument("--restart-every", type=float, default=60, help="seconds between broker restarts")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the journal and logs even when nothing was lost")
+    ap.add_argument("--result-ttl", type=int, default=120, help="the broker's result retention, seconds")
     sys.exit(Soak(ap.parse_args()).run())
 
 
