@@ -545,6 +545,12 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
 
     // MARK: Inspection (tests, diagnostics)
 
+    /// One statement on the journal's own connection, for tests only (e.g.
+    /// `PRAGMA max_page_count`, which makes commits fail with SQLITE_FULL).
+    func executeForTesting(_ sql: String) throws {
+        try db.inDatabase { try $0.execute(sql: sql) }
+    }
+
     /// Bytes on disk: the file and its WAL.
     public var diskBytes: Int {
         let fm = FileManager.default
