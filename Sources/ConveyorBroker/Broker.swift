@@ -1,4 +1,5 @@
 import ConveyorCore
+import ConveyorJournal
 import ConveyorProtocol
 import ConveyorTransport
 import Foundation
@@ -54,6 +55,10 @@ public final class Broker: @unchecked Sendable {
     private var revokedPeers: Set<[UInt8]> = []
     private var authRevoked = 0
     private var nextAllowlistReload: Timestamp = 0
+    // Storage trouble: whether the journal commits, and what waits for a commit.
+    private var storage = StorageHealth()
+    private var heldReplies: [(peer: [UInt8], frames: [[UInt8]])] = []
+    private var heldOutputs: [SchedulerOutput] = []
 
     /// - Parameter journal: nil for memory-only operation.
     public init(config: BrokerConfig, context: ZMQContext, journal: (any TaskJournal)?, logger: Logger, clock: any Clock = SystemClock()) {
@@ -172,7 +177,7 @@ public final class Broker: @unchecked Sendable {
             scheduler.tick(now: now)
             scheduler.dispatch(now: now)
             timers(now)
-            try flush(now)
+            flush(now)
         }
         try finalShutdown()
     }
@@ -239,6 +244,17 @@ public final class Broker: @unchecked Sendable {
                 reply(peer, .rejected(requestID: request.requestID, code: ErrorCode.forbidden.rawValue, message: "this key is no longer allowed"))
             default:
                 reply(peer, .error(requestID: request.requestID, code: ErrorCode.forbidden.rawValue, message: "this key is no longer allowed"))
+            }
+            return
+        }
+        if storage.isDegraded && request.needsJournal {
+            // Nothing is changed that cannot be journaled; reads go on.
+            let message = "the journal cannot be written (\(storage.error?.prefix(300) ?? "")); nothing was changed; retry later"
+            switch request {
+            case .submit, .submitBatch:
+                reply(peer, .rejected(requestID: request.requestID, code: ErrorCode.storageUnavailable.rawValue, message: message))
+            default:
+                reply(peer, .error(requestID: request.requestID, code: ErrorCode.storageUnavailable.rawValue, message: message))
             }
             return
         }
@@ -460,6 +476,7 @@ public final class Broker: @unchecked Sendable {
         var next = min(nextHeartbeat, nextStats)
         // Includes holds and rate windows running out: no busy polling.
         if let d = scheduler.nextDeadline(now: now) { next = min(next, d) }
+        if storage.isDegraded { next = min(next, storage.retryAt) }
         // Saturating: a deadline can be "never" (Int64.max).
         let ms = next <= now ? 0 : (next - now - 1) / 1000 + 1
         return Int(min(ms, config.scheduler.heartbeatIntervalMs))
@@ -479,7 +496,7 @@ public final class Broker: @unchecked Sendable {
             if events.wants("stats") { events.publish("stats", statsJSON(now)) }
             nextStats = now + config.statsIntervalMs * 1000
         }
-        if let journal, now >= nextCompaction {
+        if let journal, now >= nextCompaction, !storage.isDegraded {
             do { try journal.compact(olderThan: scheduler.wall(now) - config.scheduler.resultTTLSeconds * 1_000_000) } catch {
                 logger.error("journal compaction failed", metadata: ["error": "\(error)"])
             }
@@ -491,30 +508,84 @@ public final class Broker: @unchecked Sendable {
 
     /// Journals this iteration's events, commits once, then sends: nothing is
     /// acknowledged before it is as durable as the mode promises.
-    private func flush(_ now: Timestamp) throws {
+    ///
+    /// A commit that fails degrades the broker instead of stopping it
+    /// (`StorageHealth`): the changes stay staged in the journal, the replies
+    /// and notices that report them are held until a later commit (retried
+    /// with backoff) succeeds, and reads still go out at once.
+    private func flush(_ now: Timestamp) {
         for _ in 0..<4 {
             scheduler.drainOutput(into: &output)
-            if output.isEmpty && replies.isEmpty { return }
+            let retryDue = storage.isDegraded && storage.mayCommit(now)
+            if output.isEmpty && replies.isEmpty && !retryDue { return }
             // Workers need not wait for the fsync: a crash before the commit
             // only means the task runs again (at-least-once), and a worker
             // round trip per fsync would cap throughput at slots / fsync time.
             for o in output where o.isForWorker { perform(o, now) }
             sendAssignments(now)
-            if let journal {
-                let wall = scheduler.wall(now)
-                for case .event(let e) in output {
-                    try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: wall)
-                }
-                try journal.commit(now: wall)
+            if journalCommit(now) {
+                releaseHeld(now)
+                for (peer, frames) in replies { send(clients, peer, frames) }
+                replies.removeAll(keepingCapacity: true)
+                laterStarts.removeAll(keepingCapacity: true)
+                for case .event(.started(let id, _, _, _)) in output { laterStarts[id, default: 0] += 1 }
+                for o in output where !o.isForWorker { perform(o, now) }
+            } else {
+                holdUncommitted(now)
             }
-            for (peer, frames) in replies { send(clients, peer, frames) }
-            replies.removeAll(keepingCapacity: true)
-            laterStarts.removeAll(keepingCapacity: true)
-            for case .event(.started(let id, _, _, _)) in output { laterStarts[id, default: 0] += 1 }
-            for o in output where !o.isForWorker { perform(o, now) }
             // Sends can fail (a worker vanished), which requeues: dispatch again.
             scheduler.dispatch(now: now)
         }
+    }
+
+    /// Stages this iteration's events and commits; false when they are not
+    /// durable (the commit failed, or a degraded journal's retry is not due).
+    private func journalCommit(_ now: Timestamp) -> Bool {
+        guard let journal else { return true }
+        let wall = scheduler.wall(now)
+        do {
+            for case .event(let e) in output {
+                try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: wall)
+            }
+            guard storage.mayCommit(now) else { return false }
+            try journal.commit(now: wall)
+        } catch {
+            if storage.failed("\(error)", now: now) {
+                logger.critical("journal commit failed: storage unavailable; the broker keeps running degraded — submissions and changes are refused storage_unavailable, reads go on, running tasks finish into memory, and the commit is retried until it succeeds",
+                                metadata: ["error": "\(error)"])
+            } else if storage.failures % 20 == 0 {
+                logger.error("journal still cannot commit", metadata: ["attempts": "\(storage.failures)", "error": "\(error)"])
+            }
+            return false
+        }
+        if let outage = storage.succeeded(now: now) {
+            logger.notice("journal writable again: service resumed", metadata: [
+                "unavailable_ms": "\(outage / 1000)", "held_replies": "\(heldReplies.count)", "held_notices": "\(heldOutputs.count)",
+            ])
+        }
+        return true
+    }
+
+    /// After a failed commit: reads leave now, acknowledgements and notices of
+    /// the uncommitted changes wait for the commit (progress is never journaled).
+    private func holdUncommitted(_ now: Timestamp) {
+        for r in replies {
+            if ReadReply.isRead(r.frames) { send(clients, r.peer, r.frames) } else { heldReplies.append(r) }
+        }
+        replies.removeAll(keepingCapacity: true)
+        for o in output where !o.isForWorker {
+            if o.isTransient { perform(o, now) } else { heldOutputs.append(o) }
+        }
+    }
+
+    /// After the commit that ended a storage outage: what it made durable, in order.
+    private func releaseHeld(_ now: Timestamp) {
+        guard !heldReplies.isEmpty || !heldOutputs.isEmpty else { return }
+        for (peer, frames) in heldReplies { send(clients, peer, frames) }
+        heldReplies.removeAll()
+        let outputs = heldOutputs
+        heldOutputs.removeAll()
+        for o in outputs { perform(o, now) }
     }
 
     private func perform(_ o: SchedulerOutput, _ now: Timestamp) {
@@ -706,6 +777,8 @@ public final class Broker: @unchecked Sendable {
         w.field(StatsMember.tasksReturnedTooOften.rawValue, c.returnedTooOften)
         w.field(StatsMember.authFailures.rawValue, zap?.authFailures ?? 0)
         w.field(StatsMember.authRevoked.rawValue, authRevoked)
+        w.field(StatsMember.storageDegraded.rawValue, storage.isDegraded)
+        w.field(StatsMember.storageError.rawValue, storage.error)
         w.beginObject(StatsMember.types.rawValue)
         for ts in scheduler.typeStats(now: now) { TaskJSON.typeStats(ts, into: &w) }
         w.endObject()
@@ -732,10 +805,37 @@ public final class Broker: @unchecked Sendable {
 
     private func finalShutdown() throws {
         let now = clock.now()
-        try flush(now)
+        flush(now)
+        // Storage still failing: a few more tries before stopping without what it could not take.
+        let giveUp = now + 5_000_000
+        while storage.isDegraded {
+            let t = clock.now()
+            guard t < giveUp else { break }
+            if storage.mayCommit(t) { flush(t) } else { usleep(UInt32(max(1000, min(100_000, storage.retryAt - t)))) }
+        }
         // Tell workers; they reconnect to whichever broker comes back.
         for w in scheduler.allWorkers { sendToWorker(w.peer, .disconnect) }
-        try journal?.commit(now: now)
+        var lost: String?
+        if let journal {
+            do { try journal.commit(now: scheduler.wall(clock.now())) } catch {
+                logger.error("final journal commit failed", metadata: ["error": "\(error)"])
+            }
+            if let sqlite = journal as? SQLiteJournal {
+                if storage.isDegraded || sqlite.uncommittedChanges > 0 {
+                    lost = "stopped while the journal could not be written (\(storage.error ?? "unknown error")): \(sqlite.uncommittedChanges) changes were not journaled; none was acknowledged (their replies were held), and their tasks run again after a restart"
+                }
+                // The main file alone then holds every task: what a copy of "the journal file" needs.
+                do {
+                    if try sqlite.close() {
+                        logger.info("journal checkpointed and closed", metadata: ["file": "\(sqlite.path)"])
+                    } else {
+                        logger.warning("journal closed with its WAL not folded in (a reader held it, or storage failed): keep its -wal file with it", metadata: ["file": "\(sqlite.path)"])
+                    }
+                } catch {
+                    logger.error("closing the journal failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         // Give the last replies and DISCONNECTs a moment to leave.
         for s in [clients, workers] { try? s?.setLinger(ms: 1000) }
         clients.close()
@@ -743,6 +843,7 @@ public final class Broker: @unchecked Sendable {
         events.socket.close()
         zap?.stop()
         logger.info("broker stopped")
+        if let lost { throw BrokerError(lost) }
     }
 }
 
@@ -756,6 +857,14 @@ extension SchedulerOutput {
         switch self {
         case .assign, .cancelOnWorker: true
         case .notifyProgress, .notifyFinished, .event: false
+        }
+    }
+
+    /// Progress: never journaled, so never waits for a commit.
+    var isTransient: Bool {
+        switch self {
+        case .notifyProgress, .event(.progress): true
+        default: false
         }
     }
 }

@@ -89,6 +89,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
             return APIError(.serviceUnavailable, "queue_full", "the queue is full (\(message)); retry later", headers: [.retryAfter: "5"])
         case "shutting_down":
             return APIError(.serviceUnavailable, "shutting_down", "the broker is shutting down; retry later", headers: [.retryAfter: "5"])
+        case "storage_unavailable":
+            return APIError(.serviceUnavailable, "storage_unavailable", "the broker cannot write its journal (\(message)); retry later", headers: [.retryAfter: "5"])
         case "payload_too_large": return APIError(.contentTooLarge, "payload_too_large", message)
         case "unknown_type": return APIError(.badRequest, "unknown_type", message, field: "type")
         case "not_found": return APIError(.notFound, "not_found", message)

@@ -235,11 +235,17 @@ public final class Gateway: Sendable {
 
     func healthz() async throws -> Response {
         do {
-            let reply = try await transport.call(timeoutMs: min(1000, config.brokerTimeoutMs)) { .ping(requestID: $0) }
-            guard case .pong = reply else { throw APIError.unexpected(reply) }
+            // STATS rather than PING: as cheap for the broker, and it says whether its journal can commit.
+            let reply = try await transport.call(timeoutMs: min(1000, config.brokerTimeoutMs)) { .stats(requestID: $0) }
+            guard case .stats(_, let json) = reply else { throw APIError.unexpected(reply) }
+            let stats = try? JSONValue.parse(json)
+            let degraded = stats?["storage_degraded"]?.boolValue ?? false
             var w = JSONWriter()
-            w.field("status", "ok")
+            // Still 200 when degraded: the broker answers and serves reads; restarting the gateway would not help.
+            w.field("status", degraded ? "degraded" : "ok")
             w.field("broker", transport.brokerEndpoint)
+            w.field("storage_degraded", degraded)
+            w.field("storage_error", degraded ? stats?["storage_error"]?.stringValue : nil)
             return Self.json(w.finish())
         } catch is CancellationError {
             throw CancellationError()

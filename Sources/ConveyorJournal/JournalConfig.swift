@@ -17,6 +17,9 @@ public struct JournalConfig: Sendable {
     /// In `batch` mode, the longest time a written batch may wait for its fsync:
     /// what a machine crash (not a broker crash) can lose.
     public var syncIntervalMs = 100
+    /// Start even when the journal is behind its high-water mark (it lost
+    /// acknowledged tasks), and reset the mark (`--accept-journal-loss`).
+    public var acceptJournalLoss = false
 
     public init() {}
 
@@ -25,4 +28,7 @@ public struct JournalConfig: Sendable {
         let dir = dataDirectory.hasSuffix("/") ? String(dataDirectory.dropLast()) : dataDirectory
         return (dir.isEmpty ? "." : dir) + "/" + SQLiteJournal.fileName
     }
+
+    /// The high-water mark next to the journal file (`HighWaterMark`).
+    public var markPath: String { journalPath + HighWaterMark.fileSuffix }
 }

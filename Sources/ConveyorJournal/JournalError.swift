@@ -15,6 +15,9 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         case incompatible
         /// Another process (another broker) holds the journal.
         case locked
+        /// The journal holds less than its high-water mark says was acknowledged:
+        /// truncated, its `-wal` lost, or an older copy put back (`HighWaterMark`).
+        case behindMark = "behind_mark"
     }
 
     public let kind: Kind
@@ -35,11 +38,13 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         case .unwritable:
             "journal \(path) cannot be opened for writing: \(detail)"
         case .corrupt:
-            "journal \(path) is corrupt: \(detail); move it aside (with its -wal file) to start empty, or restore a backup"
+            "journal \(path) is corrupt: \(detail); restore a backup (conveyor journal check FILE verifies one), or move it aside (with its -wal file) and start with --accept-journal-loss to start empty"
         case .incompatible:
             "journal \(path) is not usable: \(detail)"
         case .locked:
             "journal \(path) is locked by another process (is another broker using this data directory?): \(detail)"
+        case .behindMark:
+            "journal \(path) went backwards: \(detail)"
         }
     }
 

@@ -93,6 +93,11 @@ enum JournalSchema {
 
     static let delete = "DELETE FROM tasks WHERE id = ?1"
     static let setLastID = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?1)"
+    /// `generation`: bumped at every start, mirrored in the `HighWaterMark`;
+    /// a journal from an earlier run (an old copy) has a smaller one.
+    /// Absent in journals older than the mark: 0.
+    static let setGeneration = "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)"
+    static let getGeneration = "SELECT value FROM meta WHERE key = 'generation'"
 
     /// Paused task types live in `meta` as `paused:TYPE` = 1: an operator's
     /// decision that must survive a restart (no schema change needed).

@@ -16,9 +16,20 @@ import GRDB
 ///   returns only once the batch is on disk (the broker replies after it).
 ///   `batch`: WAL with `synchronous=NORMAL`; a `WALSyncer` fsyncs the log every
 ///   `syncIntervalMs`. `none`: no journal at all (`open` returns nil).
-/// * **One writer.** `locking_mode=EXCLUSIVE`: a second broker on the same
-///   data directory fails at start with `JournalError.locked` instead of
-///   corrupting the first one's queue.
+/// * **One writer, many readers.** A `DataDirectoryLock` (flock): a second
+///   broker on the same data directory fails at start with
+///   `JournalError.locked` instead of corrupting the first one's queue, while
+///   `conveyor journal backup` and `check` can read the live file (WAL
+///   readers never block the writer).
+/// * **Never silently backwards.** A `HighWaterMark` next to the file records
+///   the largest id committed and the start generation; a journal behind it
+///   (truncated, `-wal` lost, an old copy restored) is refused at open with
+///   `JournalError.behindMark` unless `acceptJournalLoss`.
+/// * **Self-contained at a clean stop.** `close` checkpoints the WAL into the
+///   main file and truncates it, so the file alone holds every task.
+/// * **Failed commits keep their changes.** A commit that fails (disk full,
+///   I/O error) rolls back and leaves everything staged; the next `commit`
+///   writes it together with whatever was staged since.
 /// * **Bounded disk.** Finished rows are deleted when they expire (the
 ///   scheduler's `expired` event, and `compact` for those held only on disk);
 ///   `auto_vacuum=INCREMENTAL` and a truncating checkpoint give the space back.
@@ -33,6 +44,16 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     public let durability: JournalConfig.Durability
     private let db: DatabaseQueue
     private let syncer: WALSyncer?
+    private let lock: DataDirectoryLock
+    private let mark: HighWaterMarkFile
+    /// This run's generation (the one in the journal's `meta` and in the mark).
+    public let generation: Int64
+    /// Set when the journal was behind its mark and `acceptJournalLoss` let it
+    /// start anyway: what was lost, for the broker to log loudly.
+    public let acceptedLoss: String?
+    /// Set when a journal with tasks had no mark yet (made by an older Conveyor,
+    /// or the mark was deleted): one is written now.
+    public let markNotice: String?
 
     private enum Change {
         /// The task's state after the iteration; `insert` when it is new (or must be written whole).
@@ -73,16 +94,13 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         durability = config.durability
         codec = TaskRowCodec(path: path)
         try SQLiteJournal.prepareDirectory(config.dataDirectory, journal: path)
+        lock = try DataDirectoryLock(directory: config.dataDirectory, journal: path)
+        mark = HighWaterMarkFile(path: config.markPath, sync: config.durability != .none)
 
         var c = Configuration()
         c.label = "conveyor.journal"
         c.busyMode = .immediateError
         c.foreignKeysEnabled = false
-        c.prepareDatabase { db in
-            // Before anything reads the file: hold it for this process alone
-            // (and keep the WAL index in memory rather than in a -shm file).
-            try db.execute(sql: "PRAGMA locking_mode = EXCLUSIVE")
-        }
         let path = self.path
         do {
             db = try DatabaseQueue(path: path, configuration: c)
@@ -94,8 +112,13 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         case .batch: "NORMAL"
         case .none: "OFF"
         }
-        lastIDWritten = try SQLiteJournal.setUp(db, path: path, synchronous: synchronous)
-        syncer = config.durability == .batch ? WALSyncer(walPath: path + "-wal", intervalMs: config.syncIntervalMs) : nil
+        let start = try SQLiteJournal.setUp(db, path: path, synchronous: synchronous, mark: mark, acceptLoss: config.acceptJournalLoss)
+        lastIDWritten = start.lastID
+        generation = start.generation
+        acceptedLoss = start.acceptedLoss
+        markNotice = start.markNotice
+        syncer = config.durability == .batch
+            ? WALSyncer(walPath: path + "-wal", intervalMs: config.syncIntervalMs, mark: mark, generation: start.generation) : nil
     }
 
     deinit {
@@ -120,8 +143,17 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         }
     }
 
-    /// Pragmas, schema creation or verification. Returns the stored last id.
-    private static func setUp(_ queue: DatabaseQueue, path: String, synchronous: String) throws -> UInt64 {
+    private struct Start {
+        var lastID: UInt64
+        var generation: Int64
+        var acceptedLoss: String?
+        var markNotice: String?
+    }
+
+    /// Pragmas, schema creation or verification, the high-water mark check,
+    /// then this run's generation, in the journal first and in the mark after.
+    private static func setUp(_ queue: DatabaseQueue, path: String, synchronous: String,
+                              mark: HighWaterMarkFile, acceptLoss: Bool) throws -> Start {
         var step = "reading"
         do {
             return try queue.inDatabase { db in
@@ -136,6 +168,35 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                     throw JournalError(.incompatible, path: path,
                                        detail: "it was written by a newer Conveyor (journal version \(version), this one reads \(JournalSchema.version))")
                 }
+                if tables > 0 {
+                    step = "checking the schema"
+                    let names = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+                    for needed in ["tasks", "meta", "tasks_open", "tasks_finished"] where !names.contains(needed) {
+                        throw JournalError(.corrupt, path: path, detail: "its schema lacks '\(needed)'")
+                    }
+                }
+
+                // Before anything is written: is this journal behind its mark?
+                step = "checking the high-water mark"
+                let position = tables == 0
+                    ? HighWaterMark.Position(isEmpty: true, generation: 0, lastID: 0)
+                    : try position(db)
+                var acceptedLoss: String?
+                var markNotice: String?
+                var known: HighWaterMark?
+                do {
+                    known = try mark.read()
+                } catch let e as JournalError where acceptLoss {
+                    acceptedLoss = "\(e); a new mark is written"
+                }
+                if let known, let short = known.shortfall(of: position) {
+                    let why = known.explain(short, markPath: mark.path)
+                    guard acceptLoss else { throw JournalError(.behindMark, path: path, detail: why) }
+                    acceptedLoss = "accepted with --accept-journal-loss: journal \(path) went backwards: \(why)"
+                } else if known == nil && acceptedLoss == nil && !position.isEmpty {
+                    markNotice = "journal \(path) had no high-water mark (\(mark.path)); starting one at \(HighWaterMark(generation: position.generation, lastID: position.lastID))"
+                }
+
                 step = "configuring"
                 if tables == 0 {
                     // Only possible before the first table exists.
@@ -158,28 +219,60 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                         try db.execute(sql: "PRAGMA user_version = \(JournalSchema.version)")
                         return .commit
                     }
-                } else {
-                    if version < JournalSchema.version {
-                        step = "migrating the schema from version \(version)"
-                        try db.inTransaction(.immediate) {
-                            for v in version..<JournalSchema.version {
-                                if let sql = JournalSchema.migrations[v] { try db.execute(sql: sql) }
-                            }
-                            try db.execute(sql: "PRAGMA user_version = \(JournalSchema.version)")
-                            return .commit
+                } else if version < JournalSchema.version {
+                    step = "migrating the schema from version \(version)"
+                    try db.inTransaction(.immediate) {
+                        for v in version..<JournalSchema.version {
+                            if let sql = JournalSchema.migrations[v] { try db.execute(sql: sql) }
                         }
-                    }
-                    step = "checking the schema"
-                    let names = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
-                    for needed in ["tasks", "meta", "tasks_open", "tasks_finished"] where !names.contains(needed) {
-                        throw JournalError(.corrupt, path: path, detail: "its schema lacks '\(needed)'")
+                        try db.execute(sql: "PRAGMA user_version = \(JournalSchema.version)")
+                        return .commit
                     }
                 }
-                let last = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_id'") ?? 0
-                return UInt64(bitPattern: last)
+
+                // A new generation for this run, above both the journal's and
+                // the mark's; after an accepted loss the last id stays the mark's,
+                // so ids a client may still hold are never handed out again.
+                step = "starting a new generation"
+                let generation = max(position.generation, known?.generation ?? 0) + 1
+                let lastID = acceptLoss ? max(position.lastID, known?.lastID ?? 0) : position.lastID
+                try db.inTransaction(.immediate) {
+                    try db.execute(sql: JournalSchema.setGeneration, arguments: [generation])
+                    if lastID > position.lastID {
+                        try db.execute(sql: JournalSchema.setLastID, arguments: [Int64(bitPattern: lastID)])
+                    }
+                    return .commit
+                }
+                // Fold what a kill -9 left in the WAL into the main file now, so
+                // the main file holds this generation (a reader may hold it: then later).
+                try checkpointUnlessBusy(db)
+                step = "writing the high-water mark"
+                try mark.write(HighWaterMark(generation: generation, lastID: lastID))
+                return Start(lastID: lastID, generation: generation, acceptedLoss: acceptedLoss, markNotice: markNotice)
             }
         } catch {
             throw JournalError.from(error, path: path, doing: step)
+        }
+    }
+
+    /// The generation and the largest task id a journal's file holds.
+    static func position(_ db: Database) throws -> HighWaterMark.Position {
+        let generation = try Int64.fetchOne(db, sql: JournalSchema.getGeneration) ?? 0
+        let last = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_id'") ?? 0
+        let maxRow = try Int64.fetchOne(db, sql: "SELECT max(id) FROM tasks") ?? 0
+        return HighWaterMark.Position(isEmpty: false, generation: generation,
+                                      lastID: max(UInt64(bitPattern: last), UInt64(bitPattern: maxRow)))
+    }
+
+    /// A truncating checkpoint; a reader (`journal backup`, `check`) holding a
+    /// snapshot makes it busy, which is not a failure: the WAL is folded in later.
+    @discardableResult
+    static func checkpointUnlessBusy(_ db: Database) throws -> Bool {
+        do {
+            try db.checkpoint(.truncate)
+            return true
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY || e.resultCode == .SQLITE_LOCKED {
+            return false
         }
     }
 
@@ -228,13 +321,28 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
 
     public func commit(now: Timestamp) throws {
         latestNow = max(latestNow, now)
-        guard !pendingOrder.isEmpty || !pendingPauses.isEmpty || !pendingHolds.isEmpty else { return }
-        defer {
+        let staged = !pendingOrder.isEmpty || !pendingPauses.isEmpty || !pendingHolds.isEmpty
+        // In fsync (and none) mode the mark follows each commit that grew the
+        // largest id; a mark write that failed last time is retried here.
+        let markBehind = syncer == nil && lastIDWritten > (mark.current?.lastID ?? 0)
+        guard staged || markBehind else { return }
+        if staged {
+            try writeStaged()
+            // Only once committed: a failed commit keeps everything staged for the next one.
             pending.removeAll(keepingCapacity: true)
             pendingOrder.removeAll(keepingCapacity: true)
             pendingPauses.removeAll()
             pendingHolds.removeAll()
+            lastIDWritten = max(lastIDWritten, largestStagedID)
+            syncer?.noteCommit(lastID: lastIDWritten)
         }
+        if syncer == nil && lastIDWritten > (mark.current?.lastID ?? 0) {
+            try mark.write(HighWaterMark(generation: generation, lastID: lastIDWritten))
+        }
+    }
+
+    /// One transaction for everything staged; rolled back whole if any of it fails.
+    private func writeStaged() throws {
         let path = self.path
         do {
             try db.inDatabase { db in
@@ -242,6 +350,8 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                     let insert = RawStatement(try db.cachedStatement(sql: JournalSchema.insert), path: path)
                     let update = RawStatement(try db.cachedStatement(sql: JournalSchema.update), path: path)
                     let delete = RawStatement(try db.cachedStatement(sql: JournalSchema.delete), path: path)
+                    // A failure mid-row leaves bindings behind; the next commit starts clean.
+                    defer { insert.reset(); update.reset(); delete.reset() }
                     for id in pendingOrder {
                         switch pending[id] {
                         case .write(let t, let isNew)?:
@@ -286,9 +396,10 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         } catch {
             throw JournalError.from(error, path: path, doing: "writing")
         }
-        lastIDWritten = max(lastIDWritten, largestStagedID)
-        syncer?.noteCommit()
     }
+
+    /// Changes staged but not committed yet (a commit failed): what a stop now would lose.
+    public var uncommittedChanges: Int { pendingOrder.count + pendingPauses.count + pendingHolds.count }
 
     public func lastTaskID() throws -> TaskID? {
         let path = self.path
@@ -411,22 +522,53 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                 // Free pages back to the file system, then fold the WAL into the
                 // file and truncate it: disk follows the live data, not the history.
                 try db.execute(sql: "PRAGMA incremental_vacuum")
-                try db.checkpoint(.truncate)
+                try SQLiteJournal.checkpointUnlessBusy(db)
             }
         } catch {
             throw JournalError.from(error, path: path, doing: "compacting")
         }
     }
 
-    /// Makes the last commit durable whatever the mode and releases the file
-    /// and its lock; the journal cannot be used afterwards. (Dropping the last
-    /// reference does the same; this makes the moment explicit.)
-    public func close() throws {
+    /// Makes the last commit durable whatever the mode, folds the WAL into the
+    /// main file and truncates it (so that file alone holds every task: what
+    /// an operator copies is complete), then releases the file and the data
+    /// directory; the journal cannot be used afterwards.
+    ///
+    /// - Returns: false when the WAL could not be folded in (a reader such as
+    ///   `journal backup` held it for seconds, or the checkpoint failed): the
+    ///   journal is intact, but needs its `-wal` file.
+    @discardableResult
+    public func close() throws -> Bool {
         syncer?.syncIfNeeded()
+        var selfContained = false
+        // A running `journal backup` holds a snapshot: wait for it a little.
+        for attempt in 0..<50 {
+            do {
+                selfContained = try db.inDatabase { try SQLiteJournal.checkpointUnlessBusy($0) }
+            } catch {
+                break // storage trouble: the WAL keeps what the main file lacks
+            }
+            if selfContained || attempt == 49 { break }
+            usleep(100_000)
+        }
         do { try db.close() } catch { throw JournalError.from(error, path: path, doing: "closing") }
+        lock.release()
+        return selfContained
+    }
+
+    /// Writes a consistent copy of this journal (SQLite's backup API, one read
+    /// transaction) to `file`; see `JournalBackup`.
+    public func backup(to file: String) throws {
+        try JournalBackup.copy(from: db, sourcePath: path, to: file)
     }
 
     // MARK: Inspection (tests, diagnostics)
+
+    /// One statement on the journal's own connection, for tests only (e.g.
+    /// `PRAGMA max_page_count`, which makes commits fail with SQLITE_FULL).
+    func executeForTesting(_ sql: String) throws {
+        try db.inDatabase { try $0.execute(sql: sql) }
+    }
 
     /// Bytes on disk: the file and its WAL.
     public var diskBytes: Int {

@@ -14,6 +14,10 @@ import Darwin
 /// inode), whichever descriptor asks. Syncing from here never takes the
 /// database connection away from the broker's loop, so commits do not wait
 /// for the disk; a machine crash can lose at most the last interval.
+///
+/// It also keeps the `HighWaterMark` in this mode: the mark may only claim
+/// what is on disk, so it is written after the fsync that made the ids it
+/// names durable (never ahead of the journal, even after a power cut).
 /// `@unchecked Sendable`: `timer` is set once in `init` and only cancelled in
 /// `deinit`; everything that changes is in `written` (atomic) or `state` (mutex).
 final class WALSyncer: @unchecked Sendable {
@@ -22,6 +26,10 @@ final class WALSyncer: @unchecked Sendable {
     private let timer: any DispatchSourceTimer
     /// Commits so far; the timer syncs when it moved since its last round.
     private let written = Atomic<UInt64>(0)
+    /// The largest task id in a commit counted by `written`.
+    private let committedLastID = Atomic<UInt64>(0)
+    private let mark: HighWaterMarkFile?
+    private let generation: Int64
     private let state = Mutex(State())
 
     private struct State {
@@ -30,8 +38,10 @@ final class WALSyncer: @unchecked Sendable {
         var failures = 0
     }
 
-    init(walPath: String, intervalMs: Int) {
+    init(walPath: String, intervalMs: Int, mark: HighWaterMarkFile? = nil, generation: Int64 = 0) {
         self.walPath = walPath
+        self.mark = mark
+        self.generation = generation
         let interval = max(1, intervalMs)
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + .milliseconds(interval), repeating: .milliseconds(interval), leeway: .milliseconds(interval / 10))
@@ -49,14 +59,24 @@ final class WALSyncer: @unchecked Sendable {
         }
     }
 
-    /// Called after each commit (from the broker's thread).
-    func noteCommit() { written.add(1, ordering: .releasing) }
+    /// Called after each commit (from the broker's thread), with the largest
+    /// task id committed so far. The id is stored first: whoever sees the new
+    /// count sees an id whose commit was written before it.
+    func noteCommit(lastID: UInt64 = 0) {
+        committedLastID.store(lastID, ordering: .releasing)
+        written.add(1, ordering: .releasing)
+    }
 
-    /// Syncs now if anything was written since the last sync (also used on close).
+    /// Syncs now if anything was written since the last sync (also used on
+    /// close), then moves the mark up to what that sync made durable.
     func syncIfNeeded() {
         let target = written.load(ordering: .acquiring)
+        let lastID = committedLastID.load(ordering: .acquiring)
         state.withLock { s in
-            guard target != s.synced else { return }
+            let markBehind = mark != nil && lastID > (mark?.current?.lastID ?? 0)
+            guard target != s.synced || markBehind else { return }
+            // Synced even when only the mark is behind: its id may be from a
+            // commit newer than `target`, which this fsync then covers.
             if s.fd < 0 { s.fd = open(walPath, O_RDONLY | O_CLOEXEC) }
             // No WAL yet (nothing written) or a transient failure: try again next round.
             guard s.fd >= 0, fsync(s.fd) == 0 else {
@@ -64,6 +84,10 @@ final class WALSyncer: @unchecked Sendable {
                 return
             }
             s.synced = target
+            if markBehind, let mark {
+                // A failure (disk full) is retried next round; the mark stays behind, never ahead.
+                do { try mark.write(HighWaterMark(generation: generation, lastID: lastID)) } catch { s.failures += 1 }
+            }
         }
     }
 

@@ -14,7 +14,10 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case notFound = "not_found"
     case notCancellable = "not_cancellable"
     case forbidden
+    /// The journal cannot commit (disk full, I/O error, read-only file system):
+    /// the request needs it and was not carried out; retry later (§10).
+    case storageUnavailable = "storage_unavailable"
 
     /// What a client may do about it: submissions refused for these may succeed later.
-    public var isTransient: Bool { self == .queueFull || self == .shuttingDown }
+    public var isTransient: Bool { self == .queueFull || self == .shuttingDown || self == .storageUnavailable }
 }

@@ -30,6 +30,8 @@ public enum StatsMember: String, Sendable, CaseIterable {
     case tasksReturnedTooOften = "tasks_returned_too_often"
     case authFailures = "auth_failures"
     case authRevoked = "auth_revoked"
+    case storageDegraded = "storage_degraded"
+    case storageError = "storage_error"
     case types
     case dispatchLatencyMs = "dispatch_latency_ms"
     case uptimeS = "uptime_s"

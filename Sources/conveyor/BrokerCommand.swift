@@ -43,6 +43,8 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "CURVE key directory: broker.key_secret and the allowlists clients/, workers/, subscribers/, admins/ (env CONVEYOR_CURVE_DIR). Required for non-loopback endpoints unless --insecure.")
     var curveDir: String?
     @Flag(help: "Allow binding non-loopback endpoints without CURVE (plaintext on the network).") var insecure = false
+    @Flag(help: "Start even if the journal is behind its high-water mark (it lost acknowledged tasks: truncated, -wal lost, an old backup restored); logged loudly, and the mark is reset (env CONVEYOR_ACCEPT_JOURNAL_LOSS=1).")
+    var acceptJournalLoss = false
     @OptionGroup var heartbeat: HeartbeatOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -97,6 +99,7 @@ struct BrokerCommand: ParsableCommand {
             throw ValidationError("--durability must be fsync, batch or none, got '\(mode)'")
         }
         config.journal.durability = d
+        config.journal.acceptJournalLoss = try acceptJournalLoss || boolSetting("CONVEYOR_ACCEPT_JOURNAL_LOSS", "--accept-journal-loss")
         config.curveDirectory = curveDir ?? env("CONVEYOR_CURVE_DIR")
         if config.curveDirectory == nil && !insecure {
             // Safe by default: plaintext only where traffic cannot leave the machine.
@@ -119,6 +122,14 @@ struct BrokerCommand: ParsableCommand {
             logger.critical("cannot open journal: \(error)")
             throw ExitCode(1)
         }
+        if let j = journal as? SQLiteJournal {
+            if let loss = j.acceptedLoss {
+                logger.critical("JOURNAL LOSS ACCEPTED: \(loss); acknowledged tasks missing from it are gone, the high-water mark is reset to this journal (generation \(j.generation))")
+            } else if config.journal.acceptJournalLoss {
+                logger.warning("--accept-journal-loss given, but the journal was not behind its high-water mark: nothing was lost")
+            }
+            if let notice = j.markNotice { logger.notice("\(notice)") }
+        }
         let broker = Broker(config: config, context: context, journal: journal, logger: logger)
         let bound: (clients: String, workers: String, events: String)
         do { bound = try broker.start() } catch {
@@ -133,5 +144,15 @@ struct BrokerCommand: ParsableCommand {
             throw ExitCode(1)
         }
         context.terminate() // lets the final replies and DISCONNECTs leave
+    }
+}
+
+/// A yes/no environment variable: 1/true/yes or 0/false/no; anything else is a usage error.
+private func boolSetting(_ name: String, _ flag: String) throws -> Bool {
+    guard let v = env(name) else { return false }
+    switch v.lowercased() {
+    case "1", "true", "yes", "on": return true
+    case "0", "false", "no", "off": return false
+    default: throw ValidationError("\(name) (\(flag)) must be 1 or 0, got '\(v)'")
     }
 }

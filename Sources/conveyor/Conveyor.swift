@@ -17,7 +17,7 @@ struct Conveyor: ParsableCommand {
             BrokerCommand.self, WorkerCommand.self, GatewayCommand.self, UpCommand.self,
             SubmitCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
             EventsCommand.self, DeadCommand.self, PauseCommand.self, ResumeCommand.self, TasksCommand.self,
-            ConfigCommand.self, KeygenCommand.self, TokenCommand.self, BenchCommand.self,
+            ConfigCommand.self, KeygenCommand.self, TokenCommand.self, BenchCommand.self, JournalCommand.self,
         ]
     )
 }

@@ -70,6 +70,8 @@ enum Settings {
         Setting("CONVEYOR_HANDLERS_DIR", nil, "directory of document.py, pdf.py, youtube.py; unset: ops/handlers found above the binary (up --handlers)"),
         // Configuration itself.
         Setting("CONVEYOR_ENV_FILE", "./.env", "the .env file read at start-up (--env-file)"),
+        // Journal integrity.
+        Setting("CONVEYOR_ACCEPT_JOURNAL_LOSS", nil, "1: start even if the journal is behind its high-water mark, and reset the mark (broker --accept-journal-loss)"),
     ]
 
     /// Where a setting's effective value comes from.

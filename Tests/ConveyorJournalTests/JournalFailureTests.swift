@@ -115,7 +115,7 @@ final class JournalFailureTests: XCTestCase {
     func testSecondBrokerOnTheSameJournalIsRefused() throws {
         let c = config(scratch)
         let first = try SQLiteJournal(c)
-        defer { try? first.close() }
+        defer { _ = try? first.close() }
         var s = Scheduler(config: SchedulerConfig(), now: t0)
         _ = try first.recover(into: &s, now: t0)
         _ = s.submit(TaskSpec(type: "t"), from: nil, now: t0)

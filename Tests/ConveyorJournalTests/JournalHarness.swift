@@ -48,7 +48,7 @@ final class JournalHarness {
     }
 
     deinit {
-        try? journal?.close()
+        _ = try? journal?.close()
         try? FileManager.default.removeItem(at: directory)
     }
 
