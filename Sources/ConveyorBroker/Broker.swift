@@ -659,8 +659,9 @@ public final class Broker: @unchecked Sendable {
         let wall = scheduler.wall(now)
         // The record is as the whole loop turn left it; dispatches announced after
         // this event had not happened yet when it did.
-        let attempt = t.map { $0.attempt &- UInt16(clamping: laterStarts[$0.id] ?? 0) }
+        // (A `started` event counts its own dispatch: it leaves the count first.)
         if case .started(let id, _, _, _) = e, let n = laterStarts[id] { laterStarts[id] = n > 1 ? n - 1 : nil }
+        let attempt = t.map { $0.attempt &- UInt16(clamping: laterStarts[$0.id] ?? 0) }
         func pub(_ topic: String, _ id: TaskID, _ extra: (inout JSONWriter) -> Void = { _ in }) {
             guard events.wants(topic) else { return }
             events.publish(topic, TaskJSON.event(String(topic.dropFirst(5)), t, id: id, attempt: attempt, now: wall, extra: extra))

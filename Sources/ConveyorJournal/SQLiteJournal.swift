@@ -70,6 +70,7 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     private var pendingHolds: [String: Timestamp] = [:]
     private var largestStagedID: UInt64 = 0
     private var lastIDWritten: UInt64 = 0
+    private var isClosed = false
     /// The result retention, learnt from the scheduler at recovery: `lookup`
     /// hides rows that expired but were not compacted yet.
     private var retentionUs: Int64?
@@ -539,6 +540,9 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     ///   journal is intact, but needs its `-wal` file.
     @discardableResult
     public func close() throws -> Bool {
+        // A second close is a no-op: GRDB traps on a closed connection.
+        guard !isClosed else { return false }
+        isClosed = true
         syncer?.syncIfNeeded()
         var selfContained = false
         // A running `journal backup` holds a snapshot: wait for it a little.

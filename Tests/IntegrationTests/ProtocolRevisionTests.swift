@@ -196,4 +196,22 @@ final class ProtocolRevisionTests: ClusterTestCase {
         }
         XCTAssertTrue(try cluster.status(delayed).keys.contains("run_at"))
     }
+
+    /// §7.3: `attempt` is the dispatches so far *when the event happened*, even
+    /// when the task was queued and dispatched in the same loop turn.
+    func testEventAttemptsAreThoseOfTheirMoment() throws {
+        try cluster.startBroker()
+        let log = EventLog(try cluster.subscribe(["task."]))
+        try cluster.startWorker(name: "w")
+        // The subscription must have reached the broker before the task exists.
+        let probe = try submit(try cluster.client())
+        _ = try log.waitFor("the probe's events") { $0.topic == "task.succeeded" && $0.taskID == probe }
+        let id = try submit(try cluster.client())
+        let queued = try log.waitFor("task.queued") { $0.topic == "task.queued" && $0.taskID == id }
+        let started = try log.waitFor("task.started") { $0.topic == "task.started" && $0.taskID == id }
+        let done = try log.waitFor("task.succeeded") { $0.topic == "task.succeeded" && $0.taskID == id }
+        XCTAssertEqual(queued.json["attempt"] as? Int, 0)
+        XCTAssertEqual(started.json["attempt"] as? Int, 1)
+        XCTAssertEqual(done.json["attempt"] as? Int, 1)
+    }
 }
