@@ -514,6 +514,9 @@ public final class Broker: @unchecked Sendable {
     /// and notices that report them are held until a later commit (retried
     /// with backoff) succeeds, and reads still go out at once.
     private func flush(_ now: Timestamp) {
+        // Requests handled while already degraded were admitted only if they
+        // change nothing (the rest were refused): their replies may all go.
+        let repliesChangeNothing = storage.isDegraded
         for _ in 0..<4 {
             scheduler.drainOutput(into: &output)
             let retryDue = storage.isDegraded && storage.mayCommit(now)
@@ -531,7 +534,7 @@ public final class Broker: @unchecked Sendable {
                 for case .event(.started(let id, _, _, _)) in output { laterStarts[id, default: 0] += 1 }
                 for o in output where !o.isForWorker { perform(o, now) }
             } else {
-                holdUncommitted(now)
+                holdUncommitted(now, repliesChangeNothing: repliesChangeNothing)
             }
             // Sends can fail (a worker vanished), which requeues: dispatch again.
             scheduler.dispatch(now: now)
@@ -568,9 +571,9 @@ public final class Broker: @unchecked Sendable {
 
     /// After a failed commit: reads leave now, acknowledgements and notices of
     /// the uncommitted changes wait for the commit (progress is never journaled).
-    private func holdUncommitted(_ now: Timestamp) {
+    private func holdUncommitted(_ now: Timestamp, repliesChangeNothing: Bool) {
         for r in replies {
-            if ReadReply.isRead(r.frames) { send(clients, r.peer, r.frames) } else { heldReplies.append(r) }
+            if repliesChangeNothing || ReadReply.isRead(r.frames) { send(clients, r.peer, r.frames) } else { heldReplies.append(r) }
         }
         replies.removeAll(keepingCapacity: true)
         for o in output where !o.isForWorker {

@@ -81,6 +81,38 @@ final class HighWaterMarkTests: XCTestCase {
         }
     }
 
+    /// Slots: a torn or stray one is ignored, the newest valid one wins, so an
+    /// update cut short leaves the previous mark (behind, never ahead).
+    func testTornSlotLeavesThePreviousMark() throws {
+        let slot = HighWaterMarkFile.encodeSlot(HighWaterMark(generation: 2, lastID: 99), seq: 5)
+        XCTAssertEqual(slot.count, HighWaterMarkFile.slotSize)
+        XCTAssertEqual(HighWaterMarkFile.decodeSlot(slot[...])?.seq, 5)
+        XCTAssertEqual(HighWaterMarkFile.decodeSlot(slot[...])?.mark, HighWaterMark(generation: 2, lastID: 99))
+        var torn = slot
+        torn[40] ^= 0x01
+        XCTAssertNil(HighWaterMarkFile.decodeSlot(torn[...]))
+
+        let dir = try scratch()
+        let path = dir.appendingPathComponent("j.hwm").path
+        let file = HighWaterMarkFile(path: path, sync: true)
+        XCTAssertNil(try file.read())
+        let a = HighWaterMark(generation: 1, lastID: 10), b = HighWaterMark(generation: 1, lastID: 20)
+        try file.write(a)
+        try file.write(b)
+        XCTAssertEqual(try HighWaterMarkFile(path: path, sync: false).read(), b)
+        XCTAssertEqual((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int), 2 * HighWaterMarkFile.slotSize,
+                       "updated in place: the size never changes")
+        // Tear the slot that holds b (sequence 2: slot 0).
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try h.seek(toOffset: 30)
+        try h.write(contentsOf: Data("XXXX".utf8))
+        try h.close()
+        XCTAssertEqual(try HighWaterMarkFile(path: path, sync: false).read(), a)
+        // Both torn: unreadable, which the broker refuses rather than guessing.
+        try Data(repeating: 0x41, count: 2 * HighWaterMarkFile.slotSize).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try HighWaterMarkFile(path: path, sync: false).read())
+    }
+
     func testShortfallCases() {
         let m = HighWaterMark(generation: 3, lastID: 100)
         XCTAssertEqual(m.shortfall(of: .init(isEmpty: true, generation: 0, lastID: 0)), .emptied)

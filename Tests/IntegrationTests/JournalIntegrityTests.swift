@@ -324,6 +324,7 @@ final class JournalIntegrityTests: ClusterTestCase {
         // … reads still work …
         XCTAssertEqual(Set(try cluster.statuses(acked).values.map { $0["state"] as? String ?? "?" }), ["succeeded"])
         guard case .tasks = try other.call({ .tasks(requestID: $0, limit: 10) }) else { return XCTFail("TASKS while degraded") }
+        guard case .dead = try other.call({ .dead(requestID: $0, action: .list(limit: 10)) }) else { return XCTFail("DEAD list while degraded") }
         // … and the gateway says so: 503 with Retry-After, /healthz degraded.
         let post = try gw.http.json("POST", "/api/tasks", json: #"{"type":"t","payload":"x"}"#)
         XCTAssertEqual(post.status, 503, post.text)
