@@ -2,6 +2,7 @@ import ArgumentParser
 import ConveyorBroker
 import ConveyorCore
 import ConveyorJournal
+import ConveyorProtocol
 import ConveyorTransport
 import Foundation
 import ZeroMQ
@@ -71,7 +72,8 @@ struct BrokerCommand: ParsableCommand {
         s.maxQueue = try setting(maxQueue, "ANALYSIS_QUEUE_MAX_SIZE", 100, range: 0...100_000_000)
         s.defaultTimeoutMs = UInt32(try setting(taskTimeout, "ANALYSIS_TASK_TIMEOUT", 3600, range: 1...604_800)) * 1000
         s.maxDeliveries = UInt16(try setting(maxDeliveries, "CONVEYOR_MAX_DELIVERIES", 3, range: 1...1000))
-        s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024, range: 0...256 * 1024 * 1024)
+        s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", PayloadLimits.defaultMaxPayloadBytes,
+                                        range: 0...PayloadLimits.maxConfigurablePayloadBytes)
         s.resultTTLSeconds = try setting(resultTTL, "CONVEYOR_RESULT_TTL", 86_400, range: 1...31_536_000)
         s.heartbeatIntervalMs = try heartbeat.interval
         s.heartbeatLiveness = try heartbeat.liveness
