@@ -12,6 +12,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     public let type: String
     public let message: String
     public let field: String?
+    /// The limit exceeded, in bytes, for `payload_too_large`.
+    public var limit: Int?
     public var headers: HTTPFields
 
     public init(_ status: HTTPResponse.Status, _ type: String, _ message: String, field: String? = nil, headers: HTTPFields = [:]) {
@@ -29,6 +31,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         w.field("error_type", type)
         w.field("message", message)
         if let field { w.field("field", field) }
+        if let limit { w.field("limit", limit) }
         return w.finish()
     }
 
@@ -54,7 +57,31 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     }
 
     public static func payloadTooLarge(limit: Int) -> APIError {
-        APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(limit) bytes")
+        var e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than the limit of \(limit) bytes (the broker's --max-payload)")
+        e.limit = limit
+        return e
+    }
+
+    /// A task payload (as built: an upload is base64-encoded) or the message
+    /// carrying it over the broker's limit; checked before anything is sent.
+    public static func payloadTooLarge(limit: Int, message: String) -> APIError {
+        var e = APIError(.contentTooLarge, "payload_too_large", message)
+        e.limit = limit
+        return e
+    }
+
+    public static func unsupportedMediaType(_ contentType: String?, route: String) -> APIError {
+        let got = contentType.map { "'\($0.prefix(100))'" } ?? "none"
+        return APIError(.unsupportedMediaType, "unsupported_media_type",
+                        "\(route) takes Content-Type: application/json (got \(got))", field: "Content-Type")
+    }
+
+    /// Authentication is off and the request's `Host` is not one of the gateway's names.
+    public static func hostNotAllowed(_ host: String?) -> APIError {
+        let got = host.map { "'\($0.prefix(100))'" } ?? "no Host header"
+        return APIError(.forbidden, "host_not_allowed",
+                        "this gateway has no API tokens and answers only its own host names (got \(got)); "
+                            + "add the name with --allowed-hosts (CONVEYOR_ALLOWED_HOSTS) or configure tokens")
     }
 
     public static func notFound(_ message: String) -> APIError {

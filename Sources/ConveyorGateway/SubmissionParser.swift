@@ -41,7 +41,7 @@ public enum SubmissionParser {
         do {
             return try JSONValue.parseObject(body)
         } catch {
-            throw .badRequest("the request body is not a valid JSON object: \(error)", field: "body")
+            throw .badRequest("the request body is not a valid JSON object: \(error)", field: error.member ?? "body")
         }
     }
 
@@ -127,7 +127,13 @@ public enum SubmissionParser {
             guard let file = parts.first(where: { $0.name == "file" && $0.filename != nil }) ?? parts.first(where: { $0.filename != nil }) else {
                 throw .badRequest("the multipart body has no file part (a part named 'file' with a filename)", field: "file")
             }
-            let title = parts.first { $0.name == "title" && $0.filename == nil }.map { String(decoding: $0.body, as: UTF8.self) }
+            var title: String?
+            if let t = parts.first(where: { $0.name == "title" && $0.filename == nil }) {
+                guard let text = String(validating: t.body, as: UTF8.self) else {
+                    throw .badRequest("title must be valid UTF-8", field: "title")
+                }
+                title = text
+            }
             var w = JSONWriter(capacity: file.body.count * 4 / 3 + 256)
             w.field("filename", file.filename ?? "")
             w.field("content_type", file.contentType ?? "application/octet-stream")

@@ -12,6 +12,8 @@ import XCTest
 final class GatewayRouterTests: XCTestCase {
     static let token = "s3cret-token"
     static let auth: HTTPFields = [.authorization: "Bearer \(token)"]
+    /// For bodies: `POST /api/tasks` takes JSON only (415 otherwise).
+    static let jsonAuth: HTTPFields = [.authorization: "Bearer \(token)", .contentType: "application/json"]
 
     func withGateway(tokens: [String] = [token], maxPayload: Int = 1 << 20,
                      _ body: @Sendable (FakeBroker, any TestClientProtocol) async throws -> Void) async throws {
@@ -167,7 +169,7 @@ final class GatewayRouterTests: XCTestCase {
                 #"{"type":"t"}"#,
             ]
             for b in bodies {
-                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: b))
+                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: b))
                 XCTAssertEqual(r.status, .ok, String(buffer: r.body))
             }
             let specs = fake.submitted
@@ -182,7 +184,7 @@ final class GatewayRouterTests: XCTestCase {
 
     func testGenericSubmitOptionsAndIdempotencyKey() async throws {
         try await withGateway { fake, client in
-            var h = Self.auth
+            var h = Self.jsonAuth
             h[HTTPField.Name("Idempotency-Key")!] = "order-17"
             let r = try await client.execute(uri: "/api/tasks", method: .post, headers: h,
                                              body: ByteBuffer(string: #"{"type":"pdf","payload":"x","timeout_s":1.5,"max_attempts":3,"delay_s":30}"#))
@@ -196,7 +198,7 @@ final class GatewayRouterTests: XCTestCase {
             XCTAssertEqual(spec.delayMs, 30_000)
             XCTAssertEqual(spec.idempotencyKey, "order-17")
 
-            let r2 = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth,
+            let r2 = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth,
                                               body: ByteBuffer(string: #"{"type":"pdf","idempotency_key":"k-1"}"#))
             XCTAssertEqual(r2.status, .ok)
             XCTAssertEqual(fake.submitted.last?.idempotencyKey, "k-1")
@@ -225,11 +227,11 @@ final class GatewayRouterTests: XCTestCase {
                 (#"{"type":"t","delay_s":-1}"#, "delay_s"),
                 (#"{"type":"t","idempotency_key":""}"#, "idempotency_key"),
                 ("[]", "body"),
-                (#"{"type":"t","payload":}"#, "body"),
+                (#"{"type":"t","payload":}"#, "payload"),
                 (String(repeating: "[", count: 500) + String(repeating: "]", count: 500), "body"),
             ]
             for (body, field) in cases {
-                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: body))
+                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: body))
                 assertAPIError(r, .badRequest, "bad_request", field: field)
             }
             XCTAssertTrue(fake.submitted.isEmpty)
@@ -238,7 +240,7 @@ final class GatewayRouterTests: XCTestCase {
 
     func testUnknownTypeFromBrokerIs400() async throws {
         try await withGateway { _, client in
-            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"forbidden"}"#))
+            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"forbidden"}"#))
             assertAPIError(r, .badRequest, "unknown_type", field: "type")
         }
     }
@@ -246,11 +248,11 @@ final class GatewayRouterTests: XCTestCase {
     func testQueueFullIs503WithRetryAfter() async throws {
         try await withGateway { fake, client in
             fake.setMaxQueue(1)
-            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
             XCTAssertEqual(ok.status, .ok)
             for uri in ["/api/tasks", "/summarize"] {
                 let body = uri == "/summarize" ? #"{"url":"https://e.com"}"# : #"{"type":"t"}"#
-                let r = try await client.execute(uri: uri, method: .post, headers: Self.auth, body: ByteBuffer(string: body))
+                let r = try await client.execute(uri: uri, method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: body))
                 assertAPIError(r, .serviceUnavailable, "queue_full")
                 XCTAssertNotNil(r.headers[.retryAfter])
             }
@@ -260,7 +262,7 @@ final class GatewayRouterTests: XCTestCase {
     func testBrokerDownIs503AndHealthzFails() async throws {
         try await withGateway { fake, client in
             fake.setDown(true)
-            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
             assertAPIError(r, .serviceUnavailable, "broker_unavailable")
             XCTAssertTrue((jsonObject(r)["message"] as? String ?? "").contains("not reachable"))
             XCTAssertNotNil(r.headers[.retryAfter])
@@ -277,11 +279,11 @@ final class GatewayRouterTests: XCTestCase {
         try await withGateway(maxPayload: 1000) { fake, client in
             let big = #"{"type":"t","payload":""# + String(repeating: "x", count: 2000) + #""}"#
             for uri in ["/api/tasks", "/summarize", "/analyze-pdf", "/analyze-document"] {
-                let r = try await client.execute(uri: uri, method: .post, headers: Self.auth, body: ByteBuffer(string: big))
+                let r = try await client.execute(uri: uri, method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: big))
                 assertAPIError(r, .contentTooLarge, "payload_too_large")
             }
             let fits = #"{"type":"t","payload":""# + String(repeating: "x", count: 900) + #""}"#
-            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: fits))
+            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: fits))
             XCTAssertEqual(ok.status, .ok)
             XCTAssertEqual(fake.submitted.count, 1)
         }
@@ -331,7 +333,8 @@ final class GatewayRouterTests: XCTestCase {
 
     func testNoConfiguredTokensMeansNoAuthentication() async throws {
         try await withGateway(tokens: []) { _, client in
-            let r = try await client.execute(uri: "/api/tasks", method: .post, body: ByteBuffer(string: #"{"type":"t"}"#))
+            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: [.contentType: "application/json"],
+                                             body: ByteBuffer(string: #"{"type":"t"}"#))
             XCTAssertEqual(r.status, .ok)
         }
     }
@@ -346,7 +349,7 @@ final class GatewayRouterTests: XCTestCase {
                 XCTAssertNotNil(before[k], k)
             }
             XCTAssertEqual(before["queue_size"] as? Int, 0)
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
             let after = jsonObject(try await client.execute(uri: "/api/queue/stats", method: .get))
             XCTAssertEqual(after["queue_size"] as? Int, 1, "a submission is visible in the next call")
         }
@@ -544,10 +547,10 @@ final class GatewayRouterTests: XCTestCase {
     func testMetricsExposition() async throws {
         try await withGateway { fake, client in
             fake.add(priority: .high)
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t","priority":"urgent"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t","priority":"urgent"}"#))
             fake.setMaxQueue(0)
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"bad type"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"bad type"}"#))
             let r = try await client.execute(uri: "/metrics", method: .get)
             XCTAssertEqual(r.status, .ok)
             XCTAssertTrue(r.headers[.contentType]?.hasPrefix("text/plain") ?? false)
