@@ -5,6 +5,7 @@ import Hummingbird
 import HTTPTypes
 import HummingbirdCore
 import HummingbirdWebSocket
+import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -37,7 +38,7 @@ public final class Gateway: Sendable {
         self.tokens = config.tokens ?? APITokens(config.apiTokens)
         self.connections = ConnectionGuard(descriptorLimit: FileDescriptorLimit.current()?.soft ?? 1024,
                                            maxConnections: config.maxConnections,
-                                           firstRequestTimeoutSeconds: config.idleTimeoutSeconds)
+                                           firstRequestTimeoutSeconds: min(config.idleTimeoutSeconds, config.requestHeadTimeoutSeconds))
         self.hosts = HostAllowlist(listenHost: config.host, port: config.port, extra: config.allowedHosts)
         self.dashboard = ByteBuffer(bytes: DashboardPage.load())
         let timeout = config.brokerTimeoutMs
@@ -221,7 +222,29 @@ public final class Gateway: Sendable {
                 return Self.json(json)
             }
         }
+        Self.answerOtherMethods(router)
         return router
+    }
+
+    /// Every method a route does not serve is answered 405 with `Allow` (the
+    /// router alone says 404, as if the path did not exist).
+    static func answerOtherMethods(_ router: Router<BasicRequestContext>) {
+        var byPath: [String: (path: RouterPath, methods: Set<HTTPRequest.Method>)] = [:]
+        for r in router.routes {
+            byPath[r.path.description, default: (r.path, [])].methods.insert(r.method)
+        }
+        // The registered methods plus QUERY (the safe method with a body, OpenAPI 3.2).
+        let every: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options, .trace, .connect]
+            + [HTTPRequest.Method("QUERY")].compactMap { $0 }
+        for (_, route) in byPath {
+            let allow = route.methods.map(\.rawValue).sorted().joined(separator: ", ")
+            for m in every where !route.methods.contains(m) {
+                router.on(route.path, method: m) { req, _ -> Response in
+                    throw APIError(.methodNotAllowed, "method_not_allowed", "\(req.method.rawValue) is not served here; use \(allow)",
+                                   headers: [.allow: allow])
+                }
+            }
+        }
     }
 
     /// The WebSocket side of `/ws/{task_id}`: the same messages as the SSE stream,
@@ -511,14 +534,15 @@ public final class Gateway: Sendable {
     }
 
     static func taskID(_ context: some RequestContext) throws(APIError) -> TaskID {
-        guard let text = context.parameters.get("id"), let id = TaskID(bytes: Array(text.utf8)) else {
+        guard let text = context.parameters.get("id")?.removingPercentEncoding, let id = TaskID(bytes: Array(text.utf8)) else {
             throw APIError.badRequest("the task id must be 16 hexadecimal digits", field: "id")
         }
         return id
     }
 
     static func taskType(_ context: some RequestContext) throws(APIError) -> String {
-        guard let text = context.parameters.get("type"), TaskSpec.isValidType(text) else {
+        // Path parameters arrive as sent: `:` is often sent as `%3A`.
+        guard let text = context.parameters.get("type")?.removingPercentEncoding, TaskSpec.isValidType(text) else {
             throw APIError.badRequest("the task type must be 1-64 characters of [A-Za-z0-9_.:-]", field: "type")
         }
         return text

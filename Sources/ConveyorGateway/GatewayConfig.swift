@@ -33,6 +33,10 @@ public struct GatewayConfig: Sendable {
     /// A connection with no request in progress for this long is closed, and so
     /// is a new one whose first request head has not arrived by then (`--idle-timeout`).
     public var idleTimeoutSeconds = 60.0
+    /// A new connection whose first request head has not arrived after this long
+    /// (or `idleTimeoutSeconds`, if shorter) is closed: silent and slow-header
+    /// connections must not hold descriptors for a full idle timeout.
+    public var requestHeadTimeoutSeconds = 10.0
     /// Requests on connections beyond this many open ones are answered 503
     /// (`--max-connections`). nil: derived from the file-descriptor limit.
     public var maxConnections: Int?
