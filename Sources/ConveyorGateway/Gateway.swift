@@ -222,29 +222,9 @@ public final class Gateway: Sendable {
                 return Self.json(json)
             }
         }
-        Self.answerOtherMethods(router)
+        // Last: it wraps only the router's not-found answer.
+        router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes.map { ($0.path.description, $0.method) }))
         return router
-    }
-
-    /// Every method a route does not serve is answered 405 with `Allow` (the
-    /// router alone says 404, as if the path did not exist).
-    static func answerOtherMethods(_ router: Router<BasicRequestContext>) {
-        var byPath: [String: (path: RouterPath, methods: Set<HTTPRequest.Method>)] = [:]
-        for r in router.routes {
-            byPath[r.path.description, default: (r.path, [])].methods.insert(r.method)
-        }
-        // The registered methods plus QUERY (the safe method with a body, OpenAPI 3.2).
-        let every: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options, .trace, .connect]
-            + [HTTPRequest.Method("QUERY")].compactMap { $0 }
-        for (_, route) in byPath {
-            let allow = route.methods.map(\.rawValue).sorted().joined(separator: ", ")
-            for m in every where !route.methods.contains(m) {
-                router.on(route.path, method: m) { req, _ -> Response in
-                    throw APIError(.methodNotAllowed, "method_not_allowed", "\(req.method.rawValue) is not served here; use \(allow)",
-                                   headers: [.allow: allow])
-                }
-            }
-        }
     }
 
     /// The WebSocket side of `/ws/{task_id}`: the same messages as the SSE stream,
