@@ -57,7 +57,9 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     }
 
     public static func payloadTooLarge(limit: Int) -> APIError {
-        var e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than the limit of \(limit) bytes (the broker's --max-payload)")
+        // The body is not read: a client still sending it should stop and not reuse the connection.
+        var e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than the limit of \(limit) bytes (the broker's --max-payload)",
+                         headers: [.connection: "close"])
         e.limit = limit
         return e
     }
