@@ -93,7 +93,7 @@ public final class Broker: @unchecked Sendable {
                 "subscribers": "\(snap.allowed[.subscriber]?.count ?? 0)", "admins": "\(snap.admins.count)",
             ])
         }
-        let maxMessage = Int64(config.scheduler.maxPayloadBytes + Limits.frameOverheadBytes)
+        let maxMessage = Int64(PayloadLimits.maxMessageBytes(maxPayloadBytes: config.scheduler.maxPayloadBytes))
         clients = try context.socket(SocketRoles.brokerRouter(maxMessageSize: maxMessage, security: security(.client)))
         try clients.bind(config.clientsEndpoint)
         workers = try context.socket(SocketRoles.brokerRouter(maxMessageSize: maxMessage, security: security(.worker)))

@@ -12,6 +12,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     public let type: String
     public let message: String
     public let field: String?
+    /// The limit exceeded, in bytes, for `payload_too_large`.
+    public var limit: Int?
     public var headers: HTTPFields
 
     public init(_ status: HTTPResponse.Status, _ type: String, _ message: String, field: String? = nil, headers: HTTPFields = [:]) {
@@ -29,6 +31,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         w.field("error_type", type)
         w.field("message", message)
         if let field { w.field("field", field) }
+        if let limit { w.field("limit", limit) }
         return w.finish()
     }
 
@@ -54,7 +57,33 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
     }
 
     public static func payloadTooLarge(limit: Int) -> APIError {
-        APIError(.contentTooLarge, "payload_too_large", "the request body is larger than \(limit) bytes")
+        // The body is not read: a client still sending it should stop and not reuse the connection.
+        var e = APIError(.contentTooLarge, "payload_too_large", "the request body is larger than the limit of \(limit) bytes (the broker's --max-payload)",
+                         headers: [.connection: "close"])
+        e.limit = limit
+        return e
+    }
+
+    /// A task payload (as built: an upload is base64-encoded) or the message
+    /// carrying it over the broker's limit; checked before anything is sent.
+    public static func payloadTooLarge(limit: Int, message: String) -> APIError {
+        var e = APIError(.contentTooLarge, "payload_too_large", message)
+        e.limit = limit
+        return e
+    }
+
+    public static func unsupportedMediaType(_ contentType: String?, route: String) -> APIError {
+        let got = contentType.map { "'\($0.prefix(100))'" } ?? "none"
+        return APIError(.unsupportedMediaType, "unsupported_media_type",
+                        "\(route) takes Content-Type: application/json (got \(got))", field: "Content-Type")
+    }
+
+    /// Authentication is off and the request's `Host` is not one of the gateway's names.
+    public static func hostNotAllowed(_ host: String?) -> APIError {
+        let got = host.map { "'\($0.prefix(100))'" } ?? "no Host header"
+        return APIError(.forbidden, "host_not_allowed",
+                        "this gateway has no API tokens and answers only its own host names (got \(got)); "
+                            + "add the name with --allowed-hosts (CONVEYOR_ALLOWED_HOSTS) or configure tokens")
     }
 
     public static func notFound(_ message: String) -> APIError {
@@ -84,19 +113,24 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
 
     /// Maps a broker ERROR/REJECTED code (proto §10) to an HTTP answer.
     public static func fromBroker(code: String, message: String) -> APIError {
-        switch code {
-        case "queue_full":
-            return APIError(.serviceUnavailable, "queue_full", "the queue is full (\(message)); retry later", headers: [.retryAfter: "5"])
-        case "shutting_down":
-            return APIError(.serviceUnavailable, "shutting_down", "the broker is shutting down; retry later", headers: [.retryAfter: "5"])
-        case "storage_unavailable":
-            return APIError(.serviceUnavailable, "storage_unavailable", "the broker cannot write its journal (\(message)); retry later", headers: [.retryAfter: "5"])
-        case "payload_too_large": return APIError(.contentTooLarge, "payload_too_large", message)
-        case "unknown_type": return APIError(.badRequest, "unknown_type", message, field: "type")
-        case "not_found": return APIError(.notFound, "not_found", message)
-        case "not_cancellable": return APIError(.conflict, "not_cancellable", message)
-        case "bad_request": return APIError(.badRequest, "bad_request", message)
-        default: return APIError(.badGateway, code.isEmpty ? "bad_gateway" : code, message)
+        // A code this gateway does not know (a newer broker's) passes through as 502.
+        guard let known = ErrorCode(rawValue: code) else { return APIError(.badGateway, code.isEmpty ? "bad_gateway" : code, message) }
+        let retryLater: HTTPFields = [.retryAfter: "5"]
+        switch known {
+        case .queueFull: return APIError(.serviceUnavailable, code, "the queue is full (\(message)); retry later", headers: retryLater)
+        case .shuttingDown: return APIError(.serviceUnavailable, code, "the broker is shutting down; retry later", headers: retryLater)
+        case .storageUnavailable:
+            return APIError(.serviceUnavailable, code, "the broker cannot write its journal (\(message)); retry later", headers: retryLater)
+        // Types with queued tasks drain: the same request can succeed later.
+        case .tooManyTypes: return APIError(.serviceUnavailable, code, message, headers: retryLater)
+        case .payloadTooLarge: return APIError(.contentTooLarge, code, message)
+        case .unknownType: return APIError(.badRequest, code, message, field: "type")
+        case .notFound: return APIError(.notFound, code, message)
+        case .notCancellable: return APIError(.conflict, code, message)
+        case .badRequest: return APIError(.badRequest, code, message)
+        case .forbidden: return APIError(.forbidden, code, message)
+        case .unknownCommand, .unsupportedVersion: return APIError(.badGateway, code, message)
         }
     }
+
 }

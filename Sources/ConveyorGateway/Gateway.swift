@@ -3,8 +3,11 @@ import ConveyorCore
 import ConveyorProtocol
 import Hummingbird
 import HTTPTypes
+import HummingbirdCore
 import HummingbirdWebSocket
+import Foundation
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The HTTP gateway: the REST API web apps call, turned into broker requests
@@ -20,6 +23,10 @@ public final class Gateway: Sendable {
     public let metrics: GatewayMetrics
     public let monitor: EventMonitor
     public let tokens: APITokens
+    /// Open connections and the limits on them.
+    public let connections: ConnectionGuard
+    /// The `Host` names answered while authentication is off.
+    public let hosts: HostAllowlist
     let dashboard: ByteBuffer
     let statsCoalescer: StatsCoalescer
 
@@ -29,6 +36,10 @@ public final class Gateway: Sendable {
         self.metrics = metrics
         self.monitor = EventMonitor(transport: transport, metrics: metrics)
         self.tokens = config.tokens ?? APITokens(config.apiTokens)
+        self.connections = ConnectionGuard(descriptorLimit: FileDescriptorLimit.current()?.soft ?? 1024,
+                                           maxConnections: config.maxConnections,
+                                           firstRequestTimeoutSeconds: min(config.idleTimeoutSeconds, config.requestHeadTimeoutSeconds))
+        self.hosts = HostAllowlist(listenHost: config.host, port: config.port, extra: config.allowedHosts)
         self.dashboard = ByteBuffer(bytes: DashboardPage.load())
         let timeout = config.brokerTimeoutMs
         self.statsCoalescer = StatsCoalescer {
@@ -43,18 +54,47 @@ public final class Gateway: Sendable {
     /// The HTTP server with WebSocket upgrade on `/ws/{task_id}`, and the event
     /// monitor as a service beside it. `onListening(host, port)` runs once the
     /// socket is bound (with the real port when `config.port` is 0).
+    ///
+    /// Every connection is bounded: header size and count (NIO's decoder limits,
+    /// a violation is a 400 and a close), idle time (`idleTimeoutSeconds`, also for
+    /// a first request that does not arrive), and their number (`ConnectionGuard`).
     public func makeApplication(logger: Logger, onListening: @escaping @Sendable (String, Int) -> Void) -> some ApplicationProtocol {
         let host = config.host
         let port = config.port
+        let hosts = self.hosts
         var app = Application(
             router: makeRouter(),
-            server: .http1WebSocketUpgrade(webSocketRouter: makeWebSocketRouter()),
-            configuration: .init(address: .hostname(host, port: port), serverName: "conveyor-gateway"),
-            onServerRunning: { channel in onListening(host, channel.localAddress?.port ?? port) },
+            server: makeServerBuilder(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "conveyor-gateway",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(connections.acceptCap, logger: logger)),
+            onServerRunning: { channel in
+                let bound = channel.localAddress?.port ?? port
+                hosts.setPort(bound)
+                onListening(host, bound)
+            },
             logger: logger
         )
         app.addServices(monitor)
         return app
+    }
+
+    /// HTTP/1.1 with the WebSocket upgrade on `/ws/{task_id}`, each connection
+    /// wrapped in the gateway's `GuardedChildChannel`.
+    func makeServerBuilder() -> HTTPServerBuilder {
+        let wsResponder = makeWebSocketRouter().buildResponder()
+        let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
+            maxHeaderFieldSize: config.maxHeaderBytes, maxHeaderListSize: config.maxHeaderBytes, maxHeaderFieldCount: config.maxHeaderCount)
+        let http1 = HTTP1Channel.Configuration(idleTimeout: .nanoseconds(Int64(config.idleTimeoutSeconds * 1e9)),
+                                               httpDecoderConfiguration: decoder)
+        let connections = self.connections
+        let metrics = self.metrics
+        return HTTPServerBuilder { responder in
+            GuardedChildChannel(
+                inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
+                                                    configuration: .init(http1: http1, ws: .init())),
+                connections: connections,
+                onMalformed: { metrics.rejectedConnection() })
+        }
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully: open streams
@@ -72,6 +112,9 @@ public final class Gateway: Sendable {
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: HTTPMetricsMiddleware(metrics: metrics))
+        router.add(middleware: LoadSheddingMiddleware(connections: connections, metrics: metrics))
+        router.add(middleware: HostGuardMiddleware(hosts: hosts, enabled: !tokens.isEnabled))
+        router.add(middleware: StrictPathMiddleware())
 
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
@@ -95,6 +138,9 @@ public final class Gateway: Sendable {
         // Submissions.
         router.post("/api/tasks") { req, _ in
             let access = try self.authorize(req, .submit)
+            // JSON only: a cross-site HTML form can send text/plain or a form
+            // encoding without a preflight, but not application/json.
+            try self.counting { try Self.requireJSON(req, route: "POST /api/tasks") }
             let body = try await self.readBody(req)
             return try await self.submit(try self.counting { try SubmissionParser.generic(body: body, idempotencyHeader: Self.idempotencyHeader(req)) },
                                          access: access, created: .created)
@@ -176,6 +222,8 @@ public final class Gateway: Sendable {
                 return Self.json(json)
             }
         }
+        // Last: it wraps only the router's not-found answer.
+        router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes.map { ($0.path.description, $0.method) }))
         return router
     }
 
@@ -199,6 +247,9 @@ public final class Gateway: Sendable {
             }
             let stream: TaskStream
             do {
+                if !self.tokens.isEnabled, !self.hosts.allows(ctx.request.head.authority) {
+                    throw APIError.hostNotAllowed(ctx.request.head.authority)
+                }
                 let access = try self.authorize(ctx.request, .read, allowQueryToken: true)
                 let id = try Self.taskID(ctx.requestContext)
                 if !access.isAdmin { _ = try await self.fetchStatus(id, access: access) }
@@ -264,6 +315,7 @@ public final class Gateway: Sendable {
         } else {
             metrics.setBrokerUp(false)
         }
+        metrics.setConnectionsOpen(connections.open)
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(bytes: metrics.render())))
     }
@@ -306,6 +358,7 @@ public final class Gateway: Sendable {
         // Progress reaches HTTP callers over the event stream, not as pushes to
         // this connection; `notify` also asks for the 1.1 ACCEPTED (duplicate, state).
         spec.notify = Notify.none
+        try counting { try checkFitsBroker(spec) }
         let reply: ClientReply
         do {
             reply = try await brokerCall { .submit(requestID: $0, spec: spec) }
@@ -441,15 +494,45 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// 413 unless the task's payload, as it will be sent (an upload base64-encoded),
+    /// is within the broker's payload limit and the whole SUBMIT message within
+    /// its message limit — a larger message would not be refused but would drop
+    /// the gateway's broker connection, shared by every caller.
+    func checkFitsBroker(_ spec: TaskSpec) throws(APIError) {
+        let limit = config.maxPayloadBytes
+        if spec.payload.count > limit {
+            throw APIError.payloadTooLarge(limit: limit, message:
+                "the task payload would be \(spec.payload.count) bytes (an uploaded file grows by a third in base64); "
+                    + "the broker's limit is \(limit) bytes")
+        }
+        let frames = ClientRequest.submit(requestID: [UInt8](repeating: 0, count: ClientRequest.maxRequestIDBytes), spec: spec).encode()
+        let size = frames.reduce(0) { $0 + $1.count }
+        let maxMessage = PayloadLimits.maxMessageBytes(maxPayloadBytes: limit)
+        if size > maxMessage {
+            throw APIError.payloadTooLarge(limit: limit, message: "the submission would be a \(size)-byte message; the broker takes at most \(maxMessage)")
+        }
+    }
+
+    /// 415 unless the request says its body is JSON (`application/json`, any parameters,
+    /// or a `+json` type).
+    static func requireJSON(_ request: Request, route: String) throws(APIError) {
+        let ct = request.headers[.contentType]
+        let type = ct?.split(separator: ";", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        guard type == "application/json" || (type.hasPrefix("application/") && type.hasSuffix("+json")) else {
+            throw APIError.unsupportedMediaType(ct, route: route)
+        }
+    }
+
     static func taskID(_ context: some RequestContext) throws(APIError) -> TaskID {
-        guard let text = context.parameters.get("id"), let id = TaskID(bytes: Array(text.utf8)) else {
+        guard let text = context.parameters.get("id")?.removingPercentEncoding, let id = TaskID(bytes: Array(text.utf8)) else {
             throw APIError.badRequest("the task id must be 16 hexadecimal digits", field: "id")
         }
         return id
     }
 
     static func taskType(_ context: some RequestContext) throws(APIError) -> String {
-        guard let text = context.parameters.get("type"), TaskSpec.isValidType(text) else {
+        // Path parameters arrive as sent: `:` is often sent as `%3A`.
+        guard let text = context.parameters.get("type")?.removingPercentEncoding, TaskSpec.isValidType(text) else {
             throw APIError.badRequest("the task type must be 1-64 characters of [A-Za-z0-9_.:-]", field: "type")
         }
         return text

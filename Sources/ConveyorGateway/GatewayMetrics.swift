@@ -26,6 +26,9 @@ public final class GatewayMetrics: Sendable {
     private let finishedCounters: [String: Counter]
     private let dispatchLatency: ValueHistogram
     private let httpInFlight: Gauge
+    private let connectionsOpen: Gauge
+    private let connectionsRefused: Counter
+    private let requestsShed: Counter
     private let lastTotals = Mutex<[String: Int]>([:])
     private let rejectedByReason = Mutex<[String: Counter]>([:])
     private let httpSeries = Mutex<[HTTPSeriesKey: (count: Counter, duration: ValueHistogram)]>([:])
@@ -71,6 +74,13 @@ public final class GatewayMetrics: Sendable {
         maxQueue = gauge("queue_max_size", "The broker's queue bound.")
         brokerUp = gauge("broker_up", "1 when the last STATS request to the broker was answered.")
         httpInFlight = gauge("http_requests_in_flight", "HTTP requests being handled.")
+        connectionsOpen = gauge("http_connections_open", "HTTP connections open (at scrape time).")
+        connectionsRefused = registry.makeCounter(
+            descriptor: MetricNameDescriptor(namespace: "conveyor", metricName: "http_malformed_requests", unitName: "total",
+                                             helpText: "Connections answered 400 and closed because their first request did not parse."), labels: [])
+        requestsShed = registry.makeCounter(
+            descriptor: MetricNameDescriptor(namespace: "conveyor", metricName: "http_requests_shed", unitName: "total",
+                                             helpText: "Requests answered 503 overloaded because too many connections were open."), labels: [])
         var fin: [String: Counter] = [:]
         for t in GatewayMetrics.totals {
             fin[t.member] = registry.makeCounter(
@@ -113,7 +123,8 @@ public final class GatewayMetrics: Sendable {
     /// A submission the broker (or the gateway's validation) refused, by reason
     /// (`queue_full`, `payload_too_large`, `bad_request`, `unknown_type`, `broker_unavailable`…).
     public func rejected(_ reason: String) {
-        let known: Set<String> = ["queue_full", "payload_too_large", "bad_request", "unknown_type", "shutting_down", "broker_unavailable", "unauthorized"]
+        let known: Set<String> = ["queue_full", "payload_too_large", "bad_request", "unknown_type", "shutting_down", "broker_unavailable", "unauthorized",
+                                     "unsupported_media_type"]
         let r = known.contains(reason) ? reason : "other"
         let c = rejectedByReason.withLock { m -> Counter in
             if let c = m[r] { return c }
@@ -130,6 +141,9 @@ public final class GatewayMetrics: Sendable {
     public func dispatchLatency(seconds: Double) { dispatchLatency.record(max(0, seconds)) }
 
     func httpStarted() { httpInFlight.increment() }
+    func rejectedConnection() { connectionsRefused.increment() }
+    func shedRequest() { requestsShed.increment() }
+    func setConnectionsOpen(_ n: Int) { connectionsOpen.set(Double(n)) }
 
     func httpFinished(method: String, route: String, status: Int, seconds: Double) {
         httpInFlight.decrement()

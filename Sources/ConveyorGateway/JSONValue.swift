@@ -75,7 +75,11 @@ public indirect enum JSONValue: Sendable, Equatable {
 public struct JSONParseError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
-    public var description: String { "\(reason) at byte \(offset)" }
+    /// Where in the document: `payload.items[2].name`; nil at the top level.
+    public var path: String?
+    /// The top-level member the failure is in (`payload` for `payload.items[2]`).
+    public var member: String?
+    public var description: String { "\(reason)\(path.map { " in \($0)" } ?? "") at byte \(offset)" }
 }
 
 /// A recursive-descent parser with a depth bound. Internal: use `JSONValue.parse`.
@@ -84,6 +88,13 @@ struct JSONParser {
     let b: [UInt8]
     var i = 0
     var depth = 0
+    /// Member names and array indexes from the top down to the value being read.
+    var path: [PathComponent] = []
+
+    enum PathComponent {
+        case key(String)
+        case index(Int)
+    }
 
     init(_ bytes: [UInt8]) { b = bytes }
 
@@ -101,7 +112,19 @@ struct JSONParser {
         return (v, raw)
     }
 
-    func fail(_ reason: String) -> JSONParseError { JSONParseError(offset: i, reason: reason) }
+    func fail(_ reason: String) -> JSONParseError {
+        guard !path.isEmpty else { return JSONParseError(offset: i, reason: reason) }
+        var text = ""
+        for c in path {
+            switch c {
+            case .key(let k): text += text.isEmpty ? k : "." + k
+            case .index(let n): text += "[\(n)]"
+            }
+        }
+        var member: String?
+        if case .key(let k)? = path.first { member = k }
+        return JSONParseError(offset: i, reason: reason, path: String(text.prefix(200)), member: member)
+    }
 
     mutating func skipSpace() {
         while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
@@ -154,7 +177,9 @@ struct JSONParser {
             i += 1
             skipSpace()
             let start = i
+            path.append(.key(key))
             let v = try value()
+            path.removeLast()
             raw[key] = b[start..<i]
             members.append((key, v))
             skipSpace()
@@ -176,7 +201,9 @@ struct JSONParser {
             return .array(items)
         }
         while true {
+            path.append(.index(items.count))
             items.append(try value())
+            path.removeLast()
             skipSpace()
             guard i < b.count else { throw fail("unterminated array") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -250,7 +277,10 @@ struct JSONParser {
             default: throw fail("invalid escape")
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        // Raw bytes are copied as they are: they must be UTF-8 (RFC 8259 §8.1), and
+        // are refused rather than silently replaced with U+FFFD.
+        guard let s = String(validating: out, as: UTF8.self) else { throw fail("invalid UTF-8 in a string") }
+        return s
     }
 
     mutating func hex4() throws(JSONParseError) -> UInt32 {

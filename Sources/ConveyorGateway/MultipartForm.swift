@@ -47,7 +47,11 @@ public enum MultipartForm {
             let bodyStart = headerEnd + 4
             guard let next = find([13, 10] + delimiter, in: body, from: bodyStart) else { break }
             var part = Part(name: nil, filename: nil, contentType: nil, body: Array(body[bodyStart..<next]))
-            let headerText = String(decoding: body[headerStart..<headerEnd], as: UTF8.self)
+            // Part headers become JSON strings of the payload (filename, content type):
+            // refuse bytes that are not UTF-8 instead of replacing them.
+            guard let headerText = String(validating: body[headerStart..<headerEnd], as: UTF8.self) else {
+                throw .badRequest("a multipart part's headers are not valid UTF-8", field: "file")
+            }
             for line in headerText.split(separator: "\r\n") {
                 guard let colon = line.firstIndex(of: ":") else { continue }
                 let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()

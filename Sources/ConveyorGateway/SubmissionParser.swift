@@ -16,7 +16,7 @@ public enum SubmissionParser {
     /// `priority` as a query parameter: absent → NORMAL; `0`–`3` or a name in any case.
     public static func priority(query: String?) throws(APIError) -> Priority {
         guard let q = query else { return .normal }
-        guard let p = Priority(parsing: q.trimmingCharacters(in: .whitespaces)) else {
+        guard let p = Priority(parsing: q) else {
             throw .badRequest("priority must be 0-3 or low, normal, high, urgent; got '\(q.prefix(40))'", field: "priority")
         }
         return p
@@ -41,7 +41,7 @@ public enum SubmissionParser {
         do {
             return try JSONValue.parseObject(body)
         } catch {
-            throw .badRequest("the request body is not a valid JSON object: \(error)", field: "body")
+            throw .badRequest("the request body is not a valid JSON object: \(error)", field: error.member ?? "body")
         }
     }
 
@@ -127,7 +127,13 @@ public enum SubmissionParser {
             guard let file = parts.first(where: { $0.name == "file" && $0.filename != nil }) ?? parts.first(where: { $0.filename != nil }) else {
                 throw .badRequest("the multipart body has no file part (a part named 'file' with a filename)", field: "file")
             }
-            let title = parts.first { $0.name == "title" && $0.filename == nil }.map { String(decoding: $0.body, as: UTF8.self) }
+            var title: String?
+            if let t = parts.first(where: { $0.name == "title" && $0.filename == nil }) {
+                guard let text = String(validating: t.body, as: UTF8.self) else {
+                    throw .badRequest("title must be valid UTF-8", field: "title")
+                }
+                title = text
+            }
             var w = JSONWriter(capacity: file.body.count * 4 / 3 + 256)
             w.field("filename", file.filename ?? "")
             w.field("content_type", file.contentType ?? "application/octet-stream")
@@ -141,13 +147,19 @@ public enum SubmissionParser {
         if let t = v["title"], !t.isNull, t.stringValue == nil {
             throw .badRequest("title must be a string", field: "title")
         }
-        if let u = v["url"], !u.isNull {
+        // Each of url and path is checked when given; one of them is required.
+        var named = false
+        if let u = v["url"] {
             guard let url = u.stringValue, isHTTPURL(url) else { throw .badRequest("url must be an http or https URL", field: "url") }
-        } else if let p = v["path"], !p.isNull {
-            guard let path = p.stringValue, !path.isEmpty, path.utf8.count <= 4096, !path.utf8.contains(0) else {
-                throw .badRequest("path must be a non-empty string", field: "path")
+            named = true
+        }
+        if let p = v["path"] {
+            guard let path = p.stringValue, !path.isEmpty, path.unicodeScalars.count <= 4096, !path.utf8.contains(0) else {
+                throw .badRequest("path must be a non-empty string of at most 4096 characters, without NUL", field: "path")
             }
-        } else {
+            named = true
+        }
+        guard named else {
             throw .badRequest("upload the file as multipart/form-data, or give url or path in a JSON body", field: "url")
         }
         spec.payload = body

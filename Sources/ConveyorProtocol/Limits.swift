@@ -25,10 +25,7 @@ public enum Limits {
     /// DONE_BATCH results, and the READY `batch` option (1.1).
     public static let maxDoneBatch = 1000
     public static let maxTaskBatch: UInt64 = 1024
-    /// The broker's default max payload size, and what `ZMQ_MAXMSGSIZE` allows on
-    /// top of it for the other frames of a message.
-    public static let defaultMaxPayloadBytes = SchedulerConfig.defaultMaxPayloadBytes
-    public static let frameOverheadBytes = 64 * 1024
+    // Payload and message sizes: `PayloadLimits`.
     /// Retry defaults of a SUBMIT without options.
     public static let defaultMaxAttempts = TaskSpec.defaultMaxAttempts
     public static let defaultBackoffMs = TaskSpec.defaultBackoffMs

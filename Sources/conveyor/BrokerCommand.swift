@@ -3,6 +3,7 @@ import ConveyorBroker
 import ConveyorCore
 import ConveyorProtocol
 import ConveyorJournal
+import ConveyorProtocol
 import ConveyorTransport
 import Foundation
 import ZeroMQ
@@ -82,7 +83,8 @@ struct BrokerCommand: ParsableCommand {
         s.maxReturns = try setting(maxReturns, "CONVEYOR_MAX_RETURNS", 100, range: 1...10_000)
         s.maxWorkerCapacity = try setting(maxWorkerCapacity, "CONVEYOR_MAX_WORKER_CAPACITY", 64, range: 1...1024)
         s.maxTypes = try setting(maxTypes, "CONVEYOR_MAX_TYPES", 10_000, range: 1...1_000_000)
-        s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", Limits.defaultMaxPayloadBytes, range: 0...256 * 1024 * 1024)
+        s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", PayloadLimits.defaultMaxPayloadBytes,
+                                        range: 0...PayloadLimits.maxConfigurablePayloadBytes)
         s.resultTTLSeconds = try setting(resultTTL, "CONVEYOR_RESULT_TTL", 86_400, range: 1...31_536_000)
         s.heartbeatIntervalMs = try heartbeat.interval
         s.heartbeatLiveness = try heartbeat.liveness

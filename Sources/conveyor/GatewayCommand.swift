@@ -14,8 +14,11 @@ struct GatewayCommand: ParsableCommand {
         discussion: """
         Prints one line 'conveyor gateway ready http://HOST:PORT' on stdout once listening (--port 0: an \
         ephemeral port, the line shows the real one). Bearer tokens come from CONVEYOR_API_TOKENS \
-        (comma-separated); without any, authentication is off. Request bodies above \
-        CONVEYOR_MAX_PAYLOAD_BYTES (default 10485760) are refused with 413.
+        (comma-separated); without any, authentication is off and only requests whose Host is the \
+        listening address, localhost, 127.0.0.1 or [::1] (or one of --allowed-hosts) are answered. \
+        Request bodies and task payloads above --max-payload are refused with 413 before they reach \
+        the broker. At start the gateway raises its open-file soft limit to the hard limit; beyond \
+        --max-connections open connections requests are answered 503.
         """
     )
 
@@ -34,6 +37,14 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Allowlist directory for --events-out subscribers (DIR/subscribers/*.key, DIR/admins/*.key); the republisher serves with --curve-key (env CONVEYOR_CURVE_DIR).")
     var curveDir: String?
     @Flag(help: "Allow --events-out on a non-loopback endpoint without CURVE.") var insecure = false
+    @Option(help: "The broker's payload limit in bytes, 1-268435456: larger bodies and task payloads (uploads after base64) get 413 (env CONVEYOR_MAX_PAYLOAD_BYTES, the broker's setting; default 10485760).")
+    var maxPayload: Int?
+    @Option(help: "Seconds before an idle connection (or one that sends no request) is closed, 1-86400 (env CONVEYOR_IDLE_TIMEOUT, default 60).")
+    var idleTimeout: Int?
+    @Option(help: "Open connections beyond which requests get 503 overloaded, 1-1000000 (env CONVEYOR_MAX_CONNECTIONS; default: the open-file limit less 256).")
+    var maxConnections: Int?
+    @Option(help: "Host names (comma-separated, optionally name:port; '*' for any) answered without tokens besides the listening address, localhost, 127.0.0.1 and [::1] (env CONVEYOR_ALLOWED_HOSTS).")
+    var allowedHosts: String?
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -43,7 +54,14 @@ struct GatewayCommand: ParsableCommand {
             throw ValidationError("--host '\(config.host)' is not a host name or address")
         }
         config.port = try setting(port, "CONVEYOR_GATEWAY_PORT", 8001, range: 0...65535)
-        config.maxPayloadBytes = try setting(nil, "CONVEYOR_MAX_PAYLOAD_BYTES", Limits.defaultMaxPayloadBytes, range: 1...(256 * 1024 * 1024))
+        config.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", PayloadLimits.defaultMaxPayloadBytes,
+                                             range: 1...PayloadLimits.maxConfigurablePayloadBytes)
+        config.idleTimeoutSeconds = Double(try setting(idleTimeout, "CONVEYOR_IDLE_TIMEOUT", 60, range: 1...86_400))
+        if maxConnections != nil || env("CONVEYOR_MAX_CONNECTIONS") != nil {
+            config.maxConnections = try setting(maxConnections, "CONVEYOR_MAX_CONNECTIONS", 0, range: 1...1_000_000)
+        }
+        config.allowedHosts = (allowedHosts ?? env("CONVEYOR_ALLOWED_HOSTS") ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         config.brokerTimeoutMs = try setting(brokerTimeout, "CONVEYOR_GATEWAY_TIMEOUT_MS", 5000, range: 10...600_000)
         config.privateStats = privateStats
         do {
@@ -63,6 +81,15 @@ struct GatewayCommand: ParsableCommand {
         let eventsOutEndpoint = try (eventsOut ?? env("CONVEYOR_EVENTS_OUT")).map { try validateEndpoint($0, "--events-out") }
 
         let logger = try logging.bootstrap("conveyor.gateway")
+        // Before anything opens descriptors: the connection limits are sized from the result.
+        if let (before, after) = FileDescriptorLimit.raiseSoftToHard() {
+            if after.soft > before.soft {
+                logger.info("raised the open-file limit from \(before.soft) to \(after.soft) (the hard limit)")
+            }
+            if after.soft < 4096 {
+                logger.warning("the open-file limit is \(after.soft) (hard \(after.hard)): few connections fit; raise LimitNOFILE / ulimit -Hn")
+            }
+        }
         if config.tokens?.isEnabled != true {
             logger.warning("no API tokens (CONVEYOR_API_TOKENS, --tokens-file): every route is open to anyone who can reach the gateway")
         }
@@ -100,6 +127,10 @@ struct GatewayCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let gateway = Gateway(config: config, transport: client)
+        logger.info("connection limits", metadata: [
+            "idle_timeout_s": "\(Int(config.idleTimeoutSeconds))", "shed_above": "\(gateway.connections.shedAbove)",
+            "accept_cap": "\(gateway.connections.acceptCap)", "max_payload": "\(config.maxPayloadBytes)",
+        ])
         let outLine = client.eventsOutBound.map { " events-out=\($0)" } ?? ""
         let outcome = RunOutcome()
         let done = DispatchSemaphore(value: 0)

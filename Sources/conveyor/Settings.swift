@@ -33,7 +33,7 @@ enum Settings {
         Setting("CONVEYOR_MAX_WORKER_CAPACITY", "64", "largest capacity a worker's READY gets, 1-1024; more is capped with a warning (broker --max-worker-capacity)"),
         Setting("CONVEYOR_MAX_TYPES", "10000", "task types with queued tasks at once before too_many_types, 1-1000000 (broker --max-types)"),
         Setting("CONVEYOR_TASK_TYPES", nil, "accepted task types, comma-separated; unset: any (broker --types)"),
-        Setting("CONVEYOR_MAX_PAYLOAD_BYTES", "10485760", "largest payload in bytes, 0-268435456 (broker --max-payload; gateway body limit)"),
+        Setting("CONVEYOR_MAX_PAYLOAD_BYTES", "10485760", "largest payload in bytes, 0-268435456 (broker --max-payload, gateway --max-payload)"),
         Setting("CONVEYOR_DATA_DIR", "./data", "journal directory (broker/up --data-dir)"),
         Setting("CONVEYOR_DURABILITY", "fsync", "fsync, batch or none (broker --durability)"),
         Setting("CONVEYOR_RESULT_TTL", "86400", "seconds finished tasks keep results, 1-31536000 (broker --result-ttl)"),
@@ -68,6 +68,10 @@ enum Settings {
         // conveyor up.
         Setting("CONVEYOR_UP_WORKERS", "2", "workers per pool that `conveyor up` starts, 1-64 (up --workers)"),
         Setting("CONVEYOR_HANDLERS_DIR", nil, "directory of document.py, pdf.py, youtube.py; unset: ops/handlers found above the binary (up --handlers)"),
+        // Gateway hardening.
+        Setting("CONVEYOR_IDLE_TIMEOUT", "60", "seconds before the gateway closes an idle HTTP connection, 1-86400 (gateway --idle-timeout)"),
+        Setting("CONVEYOR_MAX_CONNECTIONS", nil, "open HTTP connections beyond which the gateway answers 503; unset: the open-file limit less 256 (gateway --max-connections)"),
+        Setting("CONVEYOR_ALLOWED_HOSTS", nil, "Host names the gateway answers without tokens besides its own address and localhost; * for any (gateway --allowed-hosts)"),
         // Configuration itself.
         Setting("CONVEYOR_ENV_FILE", "./.env", "the .env file read at start-up (--env-file)"),
         // Journal integrity.

@@ -12,6 +12,8 @@ import XCTest
 final class GatewayRouterTests: XCTestCase {
     static let token = "s3cret-token"
     static let auth: HTTPFields = [.authorization: "Bearer \(token)"]
+    /// For bodies: `POST /api/tasks` takes JSON only (415 otherwise).
+    static let jsonAuth: HTTPFields = [.authorization: "Bearer \(token)", .contentType: "application/json"]
 
     func withGateway(tokens: [String] = [token], maxPayload: Int = 1 << 20,
                      _ body: @Sendable (FakeBroker, any TestClientProtocol) async throws -> Void) async throws {
@@ -167,7 +169,7 @@ final class GatewayRouterTests: XCTestCase {
                 #"{"type":"t"}"#,
             ]
             for b in bodies {
-                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: b))
+                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: b))
                 XCTAssertEqual(r.status, .created, String(buffer: r.body))
             }
             let specs = fake.submitted
@@ -182,7 +184,7 @@ final class GatewayRouterTests: XCTestCase {
 
     func testGenericSubmitOptionsAndIdempotencyKey() async throws {
         try await withGateway { fake, client in
-            var h = Self.auth
+            var h = Self.jsonAuth
             h[HTTPField.Name("Idempotency-Key")!] = "order-17"
             let r = try await client.execute(uri: "/api/tasks", method: .post, headers: h,
                                              body: ByteBuffer(string: #"{"type":"pdf","payload":"x","timeout_s":1.5,"max_attempts":3,"delay_s":30}"#))
@@ -196,7 +198,7 @@ final class GatewayRouterTests: XCTestCase {
             XCTAssertEqual(spec.delayMs, 30_000)
             XCTAssertEqual(spec.idempotencyKey, "order-17")
 
-            let r2 = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth,
+            let r2 = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth,
                                               body: ByteBuffer(string: #"{"type":"pdf","idempotency_key":"k-1"}"#))
             XCTAssertEqual(r2.status, .created)
             XCTAssertEqual(fake.submitted.last?.idempotencyKey, "k-1")
@@ -213,12 +215,12 @@ final class GatewayRouterTests: XCTestCase {
     func testDuplicateSubmissionIs200WithTheRealState() async throws {
         try await withGateway { fake, client in
             let body = ByteBuffer(string: #"{"type":"pdf","idempotency_key":"same"}"#)
-            let first = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: body)
+            let first = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: body)
             XCTAssertEqual(first.status, .created)
             XCTAssertEqual(jsonObject(first)["status"] as? String, "created")
             let id = try XCTUnwrap(jsonObject(first)["task_id"] as? String)
             fake.setState(try XCTUnwrap(TaskID(id)), "running")
-            let again = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: body)
+            let again = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: body)
             XCTAssertEqual(again.status, .ok, String(buffer: again.body))
             let o = jsonObject(again)
             XCTAssertEqual(o["status"] as? String, "duplicate")
@@ -258,11 +260,11 @@ final class GatewayRouterTests: XCTestCase {
                 (#"{"type":"t","delay_s":-1}"#, "delay_s"),
                 (#"{"type":"t","idempotency_key":""}"#, "idempotency_key"),
                 ("[]", "body"),
-                (#"{"type":"t","payload":}"#, "body"),
+                (#"{"type":"t","payload":}"#, "payload"),
                 (String(repeating: "[", count: 500) + String(repeating: "]", count: 500), "body"),
             ]
             for (body, field) in cases {
-                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: body))
+                let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: body))
                 assertAPIError(r, .badRequest, "bad_request", field: field)
             }
             XCTAssertTrue(fake.submitted.isEmpty)
@@ -271,7 +273,7 @@ final class GatewayRouterTests: XCTestCase {
 
     func testUnknownTypeFromBrokerIs400() async throws {
         try await withGateway { _, client in
-            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"forbidden"}"#))
+            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"forbidden"}"#))
             assertAPIError(r, .badRequest, "unknown_type", field: "type")
         }
     }
@@ -279,11 +281,11 @@ final class GatewayRouterTests: XCTestCase {
     func testQueueFullIs503WithRetryAfter() async throws {
         try await withGateway { fake, client in
             fake.setMaxQueue(1)
-            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
             XCTAssertEqual(ok.status, .created)
             for uri in ["/api/tasks", "/summarize"] {
                 let body = uri == "/summarize" ? #"{"url":"https://e.com"}"# : #"{"type":"t"}"#
-                let r = try await client.execute(uri: uri, method: .post, headers: Self.auth, body: ByteBuffer(string: body))
+                let r = try await client.execute(uri: uri, method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: body))
                 assertAPIError(r, .serviceUnavailable, "queue_full")
                 XCTAssertNotNil(r.headers[.retryAfter])
             }
@@ -293,7 +295,7 @@ final class GatewayRouterTests: XCTestCase {
     func testBrokerDownIs503AndHealthzFails() async throws {
         try await withGateway { fake, client in
             fake.setDown(true)
-            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
             assertAPIError(r, .serviceUnavailable, "broker_unavailable")
             XCTAssertTrue((jsonObject(r)["message"] as? String ?? "").contains("not reachable"))
             XCTAssertNotNil(r.headers[.retryAfter])
@@ -310,11 +312,11 @@ final class GatewayRouterTests: XCTestCase {
         try await withGateway(maxPayload: 1000) { fake, client in
             let big = #"{"type":"t","payload":""# + String(repeating: "x", count: 2000) + #""}"#
             for uri in ["/api/tasks", "/summarize", "/analyze-pdf", "/analyze-document"] {
-                let r = try await client.execute(uri: uri, method: .post, headers: Self.auth, body: ByteBuffer(string: big))
+                let r = try await client.execute(uri: uri, method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: big))
                 assertAPIError(r, .contentTooLarge, "payload_too_large")
             }
             let fits = #"{"type":"t","payload":""# + String(repeating: "x", count: 900) + #""}"#
-            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: fits))
+            let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: fits))
             XCTAssertEqual(ok.status, .created)
             XCTAssertEqual(fake.submitted.count, 1)
         }
@@ -364,7 +366,8 @@ final class GatewayRouterTests: XCTestCase {
 
     func testNoConfiguredTokensMeansNoAuthentication() async throws {
         try await withGateway(tokens: []) { _, client in
-            let r = try await client.execute(uri: "/api/tasks", method: .post, body: ByteBuffer(string: #"{"type":"t"}"#))
+            let r = try await client.execute(uri: "/api/tasks", method: .post, headers: [.contentType: "application/json"],
+                                             body: ByteBuffer(string: #"{"type":"t"}"#))
             XCTAssertEqual(r.status, .created)
         }
     }
@@ -379,7 +382,7 @@ final class GatewayRouterTests: XCTestCase {
                 XCTAssertNotNil(before[k], k)
             }
             XCTAssertEqual(before["queue_size"] as? Int, 0)
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
             let after = jsonObject(try await client.execute(uri: "/api/queue/stats", method: .get))
             XCTAssertEqual(after["queue_size"] as? Int, 1, "a submission is visible in the next call")
         }
@@ -577,10 +580,10 @@ final class GatewayRouterTests: XCTestCase {
     func testMetricsExposition() async throws {
         try await withGateway { fake, client in
             fake.add(priority: .high)
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t","priority":"urgent"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t","priority":"urgent"}"#))
             fake.setMaxQueue(0)
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"t"}"#))
-            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"type":"bad type"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"t"}"#))
+            _ = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth, body: ByteBuffer(string: #"{"type":"bad type"}"#))
             let r = try await client.execute(uri: "/metrics", method: .get)
             XCTAssertEqual(r.status, .ok)
             XCTAssertTrue(r.headers[.contentType]?.hasPrefix("text/plain") ?? false)
