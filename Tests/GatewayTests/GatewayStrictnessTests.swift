@@ -82,7 +82,7 @@ final class GatewayStrictnessTests: XCTestCase {
                 var h = Self.auth
                 h[.contentType] = ct
                 let r = try await client.execute(uri: "/api/tasks", method: .post, headers: h, body: ByteBuffer(string: #"{"type":"t"}"#))
-                XCTAssertEqual(r.status, .ok, "\(ct): \(String(buffer: r.body))")
+                XCTAssertEqual(r.status, .created, "\(ct): \(String(buffer: r.body))")
             }
         }
     }
@@ -138,7 +138,7 @@ final class GatewayStrictnessTests: XCTestCase {
             // Valid multi-byte text is untouched.
             let ok = try await client.execute(uri: "/api/tasks", method: .post, headers: Self.jsonAuth,
                                               body: ByteBuffer(string: #"{"type":"t","payload":"žluťoučký 🐎"}"#))
-            XCTAssertEqual(ok.status, .ok)
+            XCTAssertEqual(ok.status, .created)
             XCTAssertEqual(fake.submitted.last?.payload, Array("žluťoučký 🐎".utf8))
         }
     }

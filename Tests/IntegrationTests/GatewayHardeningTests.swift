@@ -103,12 +103,12 @@ final class GatewayHardeningTests: ClusterTestCase {
         XCTAssertEqual(big.json["limit"] as? Int, 10_485_760, big.text)
         print(String(format: "8 MiB upload refused in %.2f s", Date().timeIntervalSince(t0)))
         XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
-        XCTAssertEqual(statuses.get(), [Int](repeating: 200, count: 40), "the other callers must be unaffected")
+        XCTAssertEqual(statuses.get(), [Int](repeating: 201, count: 40), "the other callers must be unaffected")
 
         // The broker connection is intact: answers at once, no 503.
         XCTAssertEqual(try gw.http.json("GET", "/healthz").status, 200)
         let after = try gw.http.json("POST", "/api/tasks", token: Self.token, json: #"{"type":"t","payload":"after"}"#)
-        XCTAssertEqual(after.status, 200, after.text)
+        XCTAssertEqual(after.status, 201, after.text)
         // A body over the limit is refused on its Content-Length, with the limit, before any
         // of it is read: the head alone gets the answer.
         let head = Array("POST /summarize HTTP/1.1\r\nHost: 127.0.0.1:\(gw.port)\r\nAuthorization: Bearer \(Self.token)\r\nConnection: close\r\nContent-Length: \(10 * 1024 * 1024 + 1)\r\n\r\n".utf8)
