@@ -39,6 +39,6 @@ def test_deploy_guide_covers_the_essentials():
     for nginx in ("proxy_buffering off", "proxy_read_timeout", "proxy_http_version 1.1", "$http_upgrade",
                   "Connection $connection_upgrade"):
         assert nginx in text, nginx
-    for topic in ("Securing a deployment", "CONVEYOR_API_TOKENS", "conveyor-journal.sqlite", ".backup",
+    for topic in ("Securing a deployment", "CONVEYOR_API_TOKENS", "conveyor-journal.sqlite", "journal backup",
                   "## Sizing", "## Upgrading without losing tasks", "## When a piece dies"):
         assert topic in text, topic
