@@ -84,26 +84,15 @@ extension Priority: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
 }
 
-/// Runs `body` on SIGINT/SIGTERM (once), off the signal handler.
+/// Runs `body` on every SIGINT/SIGTERM, off the signal handler.
 func onTerminationSignal(_ body: @escaping @Sendable () -> Void) {
-    for sig in [SIGINT, SIGTERM] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler(handler: body)
-        source.resume()
-        retainedSignalSources.append(source)
-    }
+    SignalRelay.shared.on(SIGINT, body)
+    SignalRelay.shared.on(SIGTERM, body)
 }
-
-nonisolated(unsafe) var retainedSignalSources: [any DispatchSourceSignal] = []
 
 /// Runs `body` on every `sig` (e.g. SIGHUP: reload), off the signal handler.
 func onSignal(_ sig: Int32, _ body: @escaping @Sendable () -> Void) {
-    signal(sig, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-    source.setEventHandler(handler: body)
-    source.resume()
-    retainedSignalSources.append(source)
+    SignalRelay.shared.on(sig, body)
 }
 
 /// Writes a line to stdout at once (unbuffered), so that pipes see it while we run.
