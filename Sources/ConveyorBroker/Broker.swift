@@ -616,28 +616,25 @@ public final class Broker: @unchecked Sendable {
     private func sendAssignments(_ now: Timestamp) {
         guard !assignments.isEmpty else { return }
         for (peer, tasks) in assignments {
+            // Chunks of the worker's READY `batch` (1 without it); a chunk of one is a TASK.
+            let size = max(1, workerBatch[peer] ?? 1)
+            var start = 0
             var sent = true
-            if let batch = workerBatch[peer], batch > 1, tasks.count > 1 {
-                var start = 0
-                while sent && start < tasks.count {
-                    let chunk = tasks[start..<min(start + batch, tasks.count)]
-                    if chunk.count == 1, let a = chunk.first {
-                        sent = sendToWorker(peer, .task(id: a.id, attempt: a.attempt, type: a.type, priority: a.priority, timeoutMs: a.timeoutMs, payload: a.payload))
-                    } else {
-                        sent = sendToWorker(peer, .taskBatch(Array(chunk)))
-                    }
-                    start += chunk.count
-                }
-            } else {
-                for a in tasks where sent {
+            while sent && start < tasks.count {
+                let chunk = tasks[start..<min(start + size, tasks.count)]
+                if chunk.count == 1, let a = chunk.first {
                     sent = sendToWorker(peer, .task(id: a.id, attempt: a.attempt, type: a.type, priority: a.priority, timeoutMs: a.timeoutMs, payload: a.payload))
+                } else {
+                    sent = sendToWorker(peer, .taskBatch(Array(chunk)))
                 }
+                start += chunk.count
             }
             // Whatever did not go out is requeued with the worker's other tasks.
             if !sent { scheduler.workerGone(peer, reason: "unreachable", now: now) }
         }
         assignments.removeAll(keepingCapacity: true)
     }
+
 
     @discardableResult
     private func sendToWorker(_ peer: PeerID, _ m: BrokerToWorker) -> Bool {
