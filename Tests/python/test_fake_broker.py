@@ -29,7 +29,18 @@ class FakeBroker:
             self.sock.curve_server = True
             self.sock.curve_secretkey = curve_secret
         if port:
-            self.sock.bind(f"tcp://127.0.0.1:{port}")
+            # A ZeroMQ close is asynchronous: the previous fake's listener on this port
+            # is torn down by its I/O thread a moment later. Rebinding retries on
+            # EADDRINUSE only, for a bounded time.
+            deadline = time.monotonic() + 5.0
+            while True:
+                try:
+                    self.sock.bind(f"tcp://127.0.0.1:{port}")
+                    break
+                except zmq.ZMQError as e:
+                    if e.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
         else:
             port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.port = port
