@@ -5,7 +5,7 @@ import PackageDescription
 //   CZeroMQ (libzmq via pkg-config) → ZeroMQ (thin wrapper)
 //   ConveyorCore (pure: tasks, priority queue, scheduler; no I/O)
 //   ConveyorProtocol (frame codec for proto/conveyor-protocol.md)
-//   ConveyorJournal (SQLite journal of core events)
+//   ConveyorJournal (the SQLite journal backend) / ConveyorJournalPostgres (PostgreSQL, leases)
 //   ConveyorBroker / ConveyorWorker / ConveyorClient (ZeroMQ adapters)
 //   ConveyorGateway (HTTP/WebSocket over ConveyorClient)
 //   ConveyorOps (the CLI's supervision, .env configuration and terminal rendering; no Conveyor deps)
@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.2.0"),
         // Already in the graph through Hummingbird; the gateway adds a handler after NIO's HTTP decoder.
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         .systemLibrary(
@@ -56,6 +57,16 @@ let package = Package(
         .target(
             name: "ConveyorJournal",
             dependencies: ["ConveyorCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "ConveyorJournalPostgres",
+            dependencies: [
+                "ConveyorCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "ConveyorBroker",
@@ -98,6 +109,7 @@ let package = Package(
             name: "conveyor",
             dependencies: [
                 "ConveyorBroker", "ConveyorWorker", "ConveyorClient", "ConveyorGateway", "ConveyorCore",
+                "ConveyorJournal", "ConveyorJournalPostgres",
                 "ConveyorProtocol", "ConveyorOps", "ZeroMQ", "ConveyorTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -112,7 +124,7 @@ let package = Package(
             name: "ConveyorProtocolTests",
             dependencies: ["ConveyorProtocol", "ConveyorCore"]
         ),
-        .testTarget(name: "ConveyorJournalTests", dependencies: ["ConveyorJournal", "ConveyorCore"]),
+        .testTarget(name: "ConveyorJournalTests", dependencies: ["ConveyorJournal", "ConveyorJournalPostgres", "ConveyorCore"]),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

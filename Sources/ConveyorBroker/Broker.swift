@@ -19,7 +19,7 @@ public final class Broker: @unchecked Sendable {
     private let logger: Logger
     private let clock: any Clock
     private let control = Mailbox<Control>()
-    private let journal: (any TaskJournal)?
+    private let journal: Journal?
 
     enum Control: Sendable { case stop, reloadKeys }
 
@@ -65,7 +65,7 @@ public final class Broker: @unchecked Sendable {
     private var heldOutputs: [SchedulerOutput] = []
 
     /// - Parameter journal: nil for memory-only operation.
-    public init(config: BrokerConfig, context: ZMQContext, journal: (any TaskJournal)?, logger: Logger, clock: any Clock = SystemClock()) {
+    public init(config: BrokerConfig, context: ZMQContext, journal: Journal?, logger: Logger, clock: any Clock = SystemClock()) {
         self.config = config
         self.context = context
         self.logger = logger
@@ -109,10 +109,7 @@ public final class Broker: @unchecked Sendable {
 
         if let journal {
             let t0 = clock.now()
-            // Ids continue after the largest ever written, so none is reused.
-            var fresh = Scheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow(), lastID: try journal.lastTaskID())
-            // The journal's times are wall-clock times.
-            let info = try journal.recover(into: &fresh, now: fresh.wall(t0))
+            var (fresh, info) = try journal.recoveredScheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow())
             scheduler = fresh
             fresh.drainOutput(into: &output)
             output.removeAll()
@@ -274,7 +271,7 @@ public final class Broker: @unchecked Sendable {
         case .submitBatch(let rid, let specs):
             reply(peer, .submitted(requestID: rid, outcomes: specs.map { submit($0, from: peer, caller: caller, now: now) }))
         case .status(let rid, let id):
-            if let t = scheduler.task(id) ?? (try? journal?.lookup(id)) ?? nil, caller.owns(t) {
+            if let t = scheduler.task(id) ?? (try? journal?.lookup(id, now: scheduler.wall(now))) ?? nil, caller.owns(t) {
                 reply(peer, .status(requestID: rid, json: TaskJSON.status(
                     t, position: scheduler.queuePosition(of: id, now: now), waitingFor: scheduler.waitingFor(id, now: now))))
             } else {
@@ -335,6 +332,18 @@ public final class Broker: @unchecked Sendable {
         // may name the owner, e.g. the HTTP token it came with.
         if keys != nil && !(caller.isAdmin && spec.owner != nil) { spec.owner = caller.owner }
         scheduler.setWallClock(clock.wallNow(), at: now)
+        if let key = spec.idempotencyKey, let journal, !scheduler.knowsIdempotencyKey(key, owner: spec.owner) {
+            // Older than what memory keeps, but maybe still within the retention:
+            // the journal decides whether this is a resubmission.
+            do {
+                if let t = try journal.lookup(idempotencyKey: key, owner: spec.owner, now: scheduler.wall(now)) {
+                    scheduler.restore(t, idempotencyKey: key, now: scheduler.wall(now))
+                }
+            } catch {
+                return .rejected(code: ErrorCode.storageUnavailable.rawValue,
+                                 message: "cannot check the idempotency key in the journal (\(error)); nothing was enqueued; retry later")
+            }
+        }
         switch scheduler.submit(spec, from: intern(peer), now: now) {
         case .success(let a):
             return .accepted(id: a.id, position: a.state == .queued ? a.position : 0, info: Acceptance(duplicate: a.duplicate, state: a.state))
@@ -349,12 +358,19 @@ public final class Broker: @unchecked Sendable {
     private func handleDead(_ peer: [UInt8], _ rid: [UInt8], _ action: ClientRequest.DeadAction, _ now: Timestamp) {
         switch action {
         case .list(let limit):
-            let all = scheduler.deadLetters
+            var all = scheduler.deadLetters
+            if let journal, let stored = try? journal.deadLetters(limit: 10_000, now: scheduler.wall(now)) {
+                // Dead letters older than memory keeps are listed from the journal.
+                let known = Set(all.map(\.id))
+                all += stored.filter { !known.contains($0.id) }
+                all.sort { $0.seq < $1.seq }
+            }
             var w = JSONWriter()
             w.field("dead", raw: JSONWriter.array(all.prefix(limit).map { TaskJSON.status($0, position: nil) }))
             w.field("count", all.count)
             reply(peer, .dead(requestID: rid, json: w.finish()))
         case .retry(let id):
+            restoreDeadLetter(id, now)
             switch scheduler.retryDead(id, now: now) {
             case .success:
                 var w = JSONWriter()
@@ -364,6 +380,11 @@ public final class Broker: @unchecked Sendable {
                 reply(peer, .error(requestID: rid, code: r.code, message: r.message))
             }
         case .purge(let id):
+            if let id {
+                restoreDeadLetter(id, now)
+            } else if let journal, let stored = try? journal.deadLetters(limit: 10_000, now: scheduler.wall(now)) {
+                for t in stored where scheduler.task(t.id) == nil { scheduler.restore(t, idempotencyKey: nil, now: scheduler.wall(now)) }
+            }
             let n = scheduler.purgeDead(id)
             if let id, n == 0 {
                 reply(peer, .error(requestID: rid, code: ErrorCode.notFound.rawValue, message: "no dead-lettered task \(id)"))
@@ -373,6 +394,14 @@ public final class Broker: @unchecked Sendable {
             w.field("purged", n)
             reply(peer, .dead(requestID: rid, json: w.finish()))
         }
+    }
+
+    /// A dead letter only the journal still holds comes back into memory, so
+    /// that `dead retry` and `dead purge` reach it like any other.
+    private func restoreDeadLetter(_ id: TaskID, _ now: Timestamp) {
+        guard scheduler.task(id) == nil, let journal,
+              let t = try? journal.lookup(id, now: scheduler.wall(now)), t.details?.dead == true else { return }
+        scheduler.restore(t, idempotencyKey: t.details?.idempotencyKey, now: scheduler.wall(now))
     }
 
     private func handleWorker(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
@@ -552,10 +581,10 @@ public final class Broker: @unchecked Sendable {
         let wall = scheduler.wall(now)
         do {
             for case .event(let e) in output {
-                try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: wall)
+                journal.record(e, task: e.taskID.flatMap { scheduler.task($0) })
             }
             guard storage.mayCommit(now) else { return false }
-            try journal.commit(now: wall)
+            try journal.commit()
         } catch {
             if storage.failed("\(error)", now: now) {
                 logger.critical("journal commit failed: storage unavailable; the broker keeps running degraded — submissions and changes are refused storage_unavailable, reads go on, running tasks finish into memory, and the commit is retried until it succeeds",
@@ -833,21 +862,25 @@ public final class Broker: @unchecked Sendable {
         for w in scheduler.allWorkers { sendToWorker(w.peer, .disconnect) }
         var lost: String?
         if let journal {
-            do { try journal.commit(now: scheduler.wall(clock.now())) } catch {
+            do { try journal.commit() } catch {
                 logger.error("final journal commit failed", metadata: ["error": "\(error)"])
             }
-            if let sqlite = journal as? SQLiteJournal {
-                if storage.isDegraded || sqlite.uncommittedChanges > 0 {
-                    lost = "stopped while the journal could not be written (\(storage.error ?? "unknown error")): \(sqlite.uncommittedChanges) changes were not journaled; none was acknowledged (their replies were held), and their tasks run again after a restart"
-                }
+            if storage.isDegraded || journal.uncommittedChanges > 0 {
+                lost = "stopped while the journal could not be written (\(storage.error ?? "unknown error")): \(journal.uncommittedChanges) changes were not journaled; none was acknowledged (their replies were held), and their tasks run again after a restart"
+            }
+            if let sqlite = journal.backend as? SQLiteJournal {
                 // The main file alone then holds every task: what a copy of "the journal file" needs.
                 do {
-                    if try sqlite.close() {
+                    if try sqlite.closeCheckpointed() {
                         logger.info("journal checkpointed and closed", metadata: ["file": "\(sqlite.path)"])
                     } else {
                         logger.warning("journal closed with its WAL not folded in (a reader held it, or storage failed): keep its -wal file with it", metadata: ["file": "\(sqlite.path)"])
                     }
                 } catch {
+                    logger.error("closing the journal failed", metadata: ["error": "\(error)"])
+                }
+            } else {
+                do { try journal.close() } catch {
                     logger.error("closing the journal failed", metadata: ["error": "\(error)"])
                 }
             }

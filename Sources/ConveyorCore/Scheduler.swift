@@ -575,6 +575,12 @@ public struct Scheduler: Sendable {
         tasks.reserveCapacity(tasks.count + max(0, count))
     }
 
+    /// Whether an idempotency key (as `owner` used it) names a task in memory;
+    /// when not, the broker asks the journal, which keeps keys longer.
+    public func knowsIdempotencyKey(_ key: String, owner: String?) -> Bool {
+        idempotency[Self.scoped(key, owner)].map { tasks[$0] != nil } ?? false
+    }
+
     /// Re-inserts a task read back from the journal. Call in (priority, seq)
     /// order for queued tasks; running tasks come back queued, their attempt
     /// already counted. `now` is the journal's clock: *wall* time, like the

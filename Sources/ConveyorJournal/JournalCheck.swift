@@ -92,15 +92,17 @@ public struct JournalCheck: Sendable {
         paused = try String.fetchAll(db, sql: JournalSchema.listPaused).map { String($0.dropFirst(JournalSchema.pausedPrefix.count)) }
 
         // Every row as a restarted broker would read it.
-        var codec = TaskRowCodec(path: path)
+        var codec = TaskRowCodec()
+        var repairs: [String] = []
         let s = RawStatement(try db.makeStatement(sql: "SELECT \(JournalSchema.columns) FROM tasks ORDER BY id"), path: path)
         defer { s.reset() }
         var bad = 0
         while try s.step() {
-            do { _ = try codec.decode(s) } catch let e as JournalError {
+            do { _ = try codec.decode(s).record(defaultTimeoutMs: 3_600_000, now: 0, repairs: &repairs) } catch {
                 bad += 1
-                if bad <= 5 { problems.append(e.detail) }
+                if bad <= 5 { problems.append(error.description) }
             }
+            repairs.removeAll(keepingCapacity: true)
         }
         if bad > 5 { problems.append("\(bad - 5) more rows a broker would refuse") }
     }

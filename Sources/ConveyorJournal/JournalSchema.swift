@@ -12,13 +12,21 @@ enum JournalSchema {
     /// `PRAGMA application_id`: "CVYJ". Tells a Conveyor journal from any other SQLite file.
     static let applicationID: Int32 = 0x4356_594A
     /// `PRAGMA user_version`. Bump with a migration when the layout changes.
-    static let version: Int32 = 2
+    static let version: Int32 = 3
 
     /// From each older version to the next; run in order inside one transaction.
     static let migrations: [Int32: String] = [
         // 1 → 2: task ownership (CURVE keys, HTTP token names).
         1: "ALTER TABLE tasks ADD COLUMN owner TEXT",
+        // 2 → 3: idempotency keys and dead letters older than memory are looked up on disk.
+        2: indexes,
     ]
+
+    /// Lookups of what the scheduler no longer holds in memory.
+    static let indexes = """
+        CREATE INDEX IF NOT EXISTS tasks_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS tasks_dead ON tasks(finished_at) WHERE dead = 1;
+        """
 
     /// Created once, on a new file, after `auto_vacuum = INCREMENTAL`.
     static let create = """
@@ -55,7 +63,7 @@ enum JournalSchema {
         -- last_id: the largest task id ever journaled, kept when its row is deleted,
         -- so that a restarted broker never hands out an id twice.
         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-        """
+        """ + indexes
 
     /// The columns every `SELECT` reads, in `Column` order.
     static let columns = """

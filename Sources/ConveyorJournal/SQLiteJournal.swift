@@ -2,14 +2,14 @@ import ConveyorCore
 import Foundation
 import GRDB
 
-/// The broker's durable memory: an embedded SQLite journal (through GRDB) of
-/// every accepted task and its state, so that nothing acknowledged is lost
-/// when the broker is killed, and a restart rebuilds the queue as it was.
+/// The embedded journal backend: every accepted task and its state in one
+/// SQLite file (through GRDB) on the broker's disk, so that nothing
+/// acknowledged is lost when the broker is killed (`Journal` drives it and
+/// rebuilds the queue from it).
 ///
 /// Why it looks like this:
-/// * **Group commit.** `record` only stages the latest state of each task
-///   touched in a loop iteration, in memory; `commit` writes them all in one
-///   transaction. A task submitted, dispatched and finished within one
+/// * **Group commit.** `apply` writes one loop iteration's `JournalBatch` in
+///   one transaction. A task submitted, dispatched and finished within one
 ///   iteration costs one row write, and a batch of a thousand submissions one
 ///   fsync, which is what keeps `fsync` mode close to memory-only throughput.
 /// * **Durability modes.** `fsync`: WAL with `synchronous=FULL`, so `commit`
@@ -36,7 +36,7 @@ import GRDB
 ///
 /// Threading: the broker's loop thread calls every method; the connection is
 /// a GRDB `DatabaseQueue`, which also serializes the batch-mode syncer.
-public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
+public final class SQLiteJournal: JournalBackend, @unchecked Sendable {
     /// The journal's file name inside the data directory (plus `-wal` while open).
     public static let fileName = "conveyor-journal.sqlite"
 
@@ -55,27 +55,8 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     /// or the mark was deleted): one is written now.
     public let markNotice: String?
 
-    private enum Change {
-        /// The task's state after the iteration; `insert` when it is new (or must be written whole).
-        case write(TaskRecord, insert: Bool)
-        case delete
-    }
-
-    // Staged by `record`, written by `commit`. Loop thread only.
-    private var pending: [TaskID: Change] = [:]
-    private var pendingOrder: [TaskID] = []
-    /// Pauses and resumes of task types since the last commit (true = paused).
-    private var pendingPauses: [String: Bool] = [:]
-    /// Holds after RETRY_LATER: wall-clock end, 0 = released.
-    private var pendingHolds: [String: Timestamp] = [:]
-    private var largestStagedID: UInt64 = 0
     private var lastIDWritten: UInt64 = 0
     private var isClosed = false
-    /// The result retention, learnt from the scheduler at recovery: `lookup`
-    /// hides rows that expired but were not compacted yet.
-    private var retentionUs: Int64?
-    /// The latest `now` the broker gave us: the journal keeps no clock of its own.
-    private var latestNow: Timestamp = 0
     private var codec: TaskRowCodec
 
     /// Opens (creating if needed) the journal `config` describes; nil for durability `none`.
@@ -83,7 +64,7 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     /// - Throws: `JournalError`, whose message names the file, when the
     ///   directory cannot be created, the file cannot be opened or written, is
     ///   corrupt, is not a Conveyor journal, or is used by another process.
-    public static func open(_ config: JournalConfig) throws -> (any TaskJournal)? {
+    public static func open(_ config: JournalConfig) throws -> SQLiteJournal? {
         guard config.durability != .none else { return nil }
         return try SQLiteJournal(config)
     }
@@ -93,7 +74,7 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     public init(_ config: JournalConfig) throws {
         path = config.journalPath
         durability = config.durability
-        codec = TaskRowCodec(path: path)
+        codec = TaskRowCodec()
         try SQLiteJournal.prepareDirectory(config.dataDirectory, journal: path)
         lock = try DataDirectoryLock(directory: config.dataDirectory, journal: path)
         mark = HighWaterMarkFile(path: config.markPath, sync: config.durability != .none)
@@ -277,64 +258,17 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         }
     }
 
-    // MARK: TaskJournal
+    // MARK: JournalBackend
 
-    public func record(_ event: TaskEvent, task: TaskRecord?, now: Timestamp) throws {
-        let id: TaskID
-        let change: Change
-        switch event {
-        case .workerJoined, .workerLost, .progress:
-            // Not state worth a disk write: progress is transient, workers re-register.
-            return
-        case .typeHeld(let type, let until):
-            pendingHolds[type] = until
-            return
-        case .typeReleased(let type):
-            pendingHolds[type] = 0
-            return
-        case .typePaused(let type):
-            pendingPauses[type] = true
-            return
-        case .typeResumed(let type):
-            pendingPauses[type] = false
-            return
-        case .purged(let tid), .expired(let tid):
-            id = tid
-            change = .delete
-        case .queued(let tid, _), .delayed(let tid, _):
-            // Only a submission produces these: the row is new.
-            guard let task else { return }
-            id = tid
-            change = .write(task, insert: true)
-        default:
-            guard let tid = event.taskID else { return }
-            id = tid
-            if let task {
-                let isNew = if case .write(_, true)? = pending[tid] { true } else { false }
-                change = .write(task, insert: isNew)
-            } else {
-                change = .delete
-            }
-        }
-        if pending.updateValue(change, forKey: id) == nil { pendingOrder.append(id) }
-        if id.raw > largestStagedID { largestStagedID = id.raw }
-    }
+    public var location: String { "sqlite:\(path)" }
 
-    public func commit(now: Timestamp) throws {
-        latestNow = max(latestNow, now)
-        let staged = !pendingOrder.isEmpty || !pendingPauses.isEmpty || !pendingHolds.isEmpty
-        // In fsync (and none) mode the mark follows each commit that grew the
-        // largest id; a mark write that failed last time is retried here.
-        let markBehind = syncer == nil && lastIDWritten > (mark.current?.lastID ?? 0)
-        guard staged || markBehind else { return }
-        if staged {
-            try writeStaged()
-            // Only once committed: a failed commit keeps everything staged for the next one.
-            pending.removeAll(keepingCapacity: true)
-            pendingOrder.removeAll(keepingCapacity: true)
-            pendingPauses.removeAll()
-            pendingHolds.removeAll()
-            lastIDWritten = max(lastIDWritten, largestStagedID)
+    /// One transaction for the batch; rolled back whole if any of it fails.
+    /// In fsync (and none) mode the high-water mark follows each commit that
+    /// grew the largest id (a mark write that failed is retried at the next).
+    public func apply(_ batch: JournalBatch) throws {
+        if !batch.isEmpty {
+            try write(batch)
+            lastIDWritten = max(lastIDWritten, batch.largestID)
             syncer?.noteCommit(lastID: lastIDWritten)
         }
         if syncer == nil && lastIDWritten > (mark.current?.lastID ?? 0) {
@@ -342,9 +276,9 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         }
     }
 
-    /// One transaction for everything staged; rolled back whole if any of it fails.
-    private func writeStaged() throws {
+    private func write(_ batch: JournalBatch) throws {
         let path = self.path
+        let lastIDWritten = self.lastIDWritten
         do {
             try db.inDatabase { db in
                 try db.inTransaction(.immediate) {
@@ -353,42 +287,37 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
                     let delete = RawStatement(try db.cachedStatement(sql: JournalSchema.delete), path: path)
                     // A failure mid-row leaves bindings behind; the next commit starts clean.
                     defer { insert.reset(); update.reset(); delete.reset() }
-                    for id in pendingOrder {
-                        switch pending[id] {
-                        case .write(let t, let isNew)?:
-                            if !isNew {
-                                try TaskRowCodec.bindMutable(update, t)
-                                try update.bind(JournalSchema.clearPayloadParameter, TaskRowCodec.clearsPayload(t))
-                                try update.run()
-                                if update.changes > 0 { continue }
-                                // Not on disk (compacted meanwhile): write it whole.
-                            }
-                            try TaskRowCodec.bindAll(insert, t)
-                            try insert.run()
-                        case .delete?:
-                            try delete.bind(1, Int64(bitPattern: id.raw))
-                            try delete.run()
-                        case nil:
-                            break
+                    try batch.forEachRow({ t, isNew in
+                        if !isNew {
+                            try TaskRowCodec.bindMutable(update, t)
+                            try update.bind(JournalSchema.clearPayloadParameter, t.clearsPayload)
+                            try update.run()
+                            if update.changes > 0 { return }
+                            // Not on disk (compacted meanwhile): write it whole.
                         }
-                    }
-                    for (type, paused) in pendingPauses {
+                        try TaskRowCodec.bindAll(insert, t)
+                        try insert.run()
+                    }, delete: { id in
+                        try delete.bind(1, Int64(bitPattern: id.raw))
+                        try delete.run()
+                    })
+                    for (type, paused) in batch.pauses {
                         if paused {
                             try db.execute(sql: JournalSchema.setPaused, arguments: [JournalSchema.pausedKey(type)])
                         } else {
                             try db.execute(sql: JournalSchema.clearPaused, arguments: [JournalSchema.pausedKey(type)])
                         }
                     }
-                    for (type, until) in pendingHolds {
+                    for (type, until) in batch.holds {
                         if until > 0 {
                             try db.execute(sql: JournalSchema.setHeld, arguments: [JournalSchema.heldKey(type), until])
                         } else {
                             try db.execute(sql: JournalSchema.clearPaused, arguments: [JournalSchema.heldKey(type)])
                         }
                     }
-                    if largestStagedID > lastIDWritten {
+                    if batch.largestID > lastIDWritten {
                         let s = RawStatement(try db.cachedStatement(sql: JournalSchema.setLastID), path: path)
-                        try s.bind(1, Int64(bitPattern: largestStagedID))
+                        try s.bind(1, Int64(bitPattern: batch.largestID))
                         try s.run()
                     }
                     return .commit
@@ -399,10 +328,7 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         }
     }
 
-    /// Changes staged but not committed yet (a commit failed): what a stop now would lose.
-    public var uncommittedChanges: Int { pendingOrder.count + pendingPauses.count + pendingHolds.count }
-
-    public func lastTaskID() throws -> TaskID? {
+    public func lastID() throws -> TaskID? {
         let path = self.path
         do {
             let maxRow = try db.inDatabase { db in try Int64.fetchOne(db, sql: "SELECT max(id) FROM tasks") }
@@ -413,106 +339,94 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         }
     }
 
-    public func recover(into scheduler: inout Scheduler, now: Timestamp) throws -> JournalRecovery {
-        let retention = scheduler.config.resultTTLSeconds * 1_000_000
-        retentionUs = retention
-        latestNow = max(latestNow, now)
-        let keepFinished = max(0, scheduler.config.maxFinishedInMemory)
-        var info = JournalRecovery()
-        var codec = self.codec
-        codec.defaultTimeoutMs = scheduler.config.defaultTimeoutMs
-        codec.now = now
-        codec.repairs = []
-        defer {
-            codec.repairs = []
-            self.codec = codec
-        }
+    public func load<V: JournalLoadVisitor>(finishedSince: Timestamp, keepFinished: Int, into visitor: inout V) throws {
         let path = self.path
-        /// One row: decoded, or skipped with a note; SQLite errors still stop recovery.
-        func decodeRow(_ s: RawStatement) throws -> TaskRecord? {
-            do {
-                let t = try codec.decode(s)
-                for r in codec.repairs { info.note(repaired: r) }
-                codec.repairs.removeAll(keepingCapacity: true)
-                return t
-            } catch let e as TaskRowCodec.RejectedRow {
-                info.note(skipped: "\(e); the row is left in the journal")
-                return nil
-            }
-        }
+        var codec = self.codec
+        defer { self.codec = codec }
         do {
             try db.inDatabase { db in
                 for key in try String.fetchAll(db, sql: JournalSchema.listPaused) {
-                    scheduler.restorePaused(String(key.dropFirst(JournalSchema.pausedPrefix.count)))
+                    visitor.paused(String(key.dropFirst(JournalSchema.pausedPrefix.count)))
                 }
                 for row in try Row.fetchAll(db, sql: JournalSchema.listHeld) {
                     let key: String = row[0], until: Int64 = row[1]
-                    scheduler.restoreHold(String(key.dropFirst(JournalSchema.heldPrefix.count)), until: until, now: now)
+                    visitor.held(String(key.dropFirst(JournalSchema.heldPrefix.count)), until: until)
                 }
-                let unfinished = try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL") ?? 0
-                scheduler.reserveCapacity(forTasks: unfinished + keepFinished)
-                // Unfinished tasks in submission order: within each priority
-                // level that is FIFO order, which `restore` requires.
+                visitor.expect(unfinished: try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL") ?? 0)
                 let open = RawStatement(try db.makeStatement(
                     sql: "SELECT \(JournalSchema.columns) FROM tasks INDEXED BY tasks_open WHERE finished_at IS NULL ORDER BY id"), path: path)
                 defer { open.reset() }
-                while try open.step() {
-                    guard let t = try decodeRow(open) else { continue }
-                    switch t.state {
-                    case .queued: info.queued += 1
-                    case .running: info.requeuedRunning += 1
-                    case .delayed: info.delayed += 1
-                    case .succeeded, .failed, .timedOut, .cancelled: info.finished += 1 // had no finished_at: now it has
-                    }
-                    scheduler.restore(t, idempotencyKey: t.details?.idempotencyKey, now: now)
-                }
-                // The most recent finished tasks still within the retention, oldest
-                // first (the scheduler expires them in that order); older ones stay
-                // on disk only and STATUS reaches them through `lookup`.
-                if keepFinished > 0 {
-                    let done = RawStatement(try db.makeStatement(sql: """
-                        SELECT \(JournalSchema.columns) FROM tasks INDEXED BY tasks_finished
-                        WHERE finished_at IS NOT NULL AND finished_at >= ?1 ORDER BY finished_at DESC LIMIT ?2
-                        """), path: path)
-                    defer { done.reset() }
-                    try done.bind(1, now - retention)
-                    try done.bind(2, keepFinished)
-                    var recent: [TaskRecord] = []
-                    while try done.step() { if let t = try decodeRow(done) { recent.append(t) } }
-                    for t in recent.reversed() {
-                        scheduler.restore(t, idempotencyKey: t.details?.idempotencyKey, now: now)
-                    }
-                    info.finished += recent.count
-                }
+                while try open.step() { visitor.task(codec.decode(open)) }
+                // The most recent finished tasks still within the retention; older
+                // ones stay on disk only and are reached through `lookup`.
+                guard keepFinished > 0 else { return }
+                let done = RawStatement(try db.makeStatement(sql: """
+                    SELECT \(JournalSchema.columns) FROM tasks INDEXED BY tasks_finished
+                    WHERE finished_at IS NOT NULL AND finished_at >= ?1 ORDER BY finished_at DESC LIMIT ?2
+                    """), path: path)
+                defer { done.reset() }
+                try done.bind(1, finishedSince)
+                try done.bind(2, keepFinished)
+                var recent: [StoredTask] = []
+                while try done.step() { recent.append(codec.decode(done)) }
+                for t in recent.reversed() { visitor.task(t) }
             }
         } catch {
             throw JournalError.from(error, path: path, doing: "recovering")
         }
-        info.lastID = try lastTaskID()
-        return info
     }
 
-    public func lookup(_ id: TaskID) throws -> TaskRecord? {
+    public func lookup(_ id: TaskID) throws -> StoredTask? {
+        try fetchOne("SELECT \(JournalSchema.columns) FROM tasks WHERE id = ?1", doing: "reading task \(id)") {
+            try $0.bind(1, Int64(bitPattern: id.raw))
+        }
+    }
+
+    public func lookup(idempotencyKey: String, owner: String?) throws -> StoredTask? {
+        try fetchOne("""
+            SELECT \(JournalSchema.columns) FROM tasks INDEXED BY tasks_key
+            WHERE idempotency_key = ?1 AND owner IS ?2 ORDER BY id DESC LIMIT 1
+            """, doing: "looking up an idempotency key") {
+            try $0.bind(1, text: idempotencyKey)
+            try $0.bind(2, text: owner)
+        }
+    }
+
+    public func deadLetters(limit: Int) throws -> [StoredTask] {
         let path = self.path
         var codec = self.codec
         defer { self.codec = codec }
-        let found: TaskRecord?
         do {
-            found = try db.inDatabase { db in
-                let s = RawStatement(try db.cachedStatement(sql: "SELECT \(JournalSchema.columns) FROM tasks WHERE id = ?1"), path: path)
+            return try db.inDatabase { db in
+                let s = RawStatement(try db.cachedStatement(sql: """
+                    SELECT \(JournalSchema.columns) FROM tasks INDEXED BY tasks_dead WHERE dead = 1 ORDER BY finished_at, id LIMIT ?1
+                    """), path: path)
                 defer { s.reset() }
-                try s.bind(1, Int64(bitPattern: id.raw))
-                guard try s.step() else { return nil }
-                do { return try codec.decode(s) } catch let e as TaskRowCodec.RejectedRow {
-                    throw JournalError(.corrupt, path: path, detail: e.description)
-                }
+                try s.bind(1, max(0, limit))
+                var out: [StoredTask] = []
+                while try s.step() { out.append(codec.decode(s)) }
+                return out
             }
         } catch {
-            throw JournalError.from(error, path: path, doing: "reading task \(id)")
+            throw JournalError.from(error, path: path, doing: "listing dead letters")
         }
-        // Expired but not compacted yet: as good as gone (STATUS says not_found).
-        if let t = found, let retentionUs, let f = t.details?.finishedAt, latestNow - f > retentionUs { return nil }
-        return found
+    }
+
+    private func fetchOne(_ sql: String, doing: String, bind: (RawStatement) throws -> Void) throws -> StoredTask? {
+        let path = self.path
+        var codec = self.codec
+        defer { self.codec = codec }
+        do {
+            return try db.inDatabase { db in
+                let s = RawStatement(try db.cachedStatement(sql: sql), path: path)
+                defer { s.reset() }
+                try bind(s)
+                guard try s.step() else { return nil }
+                return codec.decode(s)
+            }
+        } catch {
+            throw JournalError.from(error, path: path, doing: doing)
+        }
     }
 
     public func compact(olderThan cutoff: Timestamp) throws {
@@ -530,6 +444,10 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
         }
     }
 
+    public func close() throws {
+        _ = try closeCheckpointed()
+    }
+
     /// Makes the last commit durable whatever the mode, folds the WAL into the
     /// main file and truncates it (so that file alone holds every task: what
     /// an operator copies is complete), then releases the file and the data
@@ -539,7 +457,7 @@ public final class SQLiteJournal: TaskJournal, @unchecked Sendable {
     ///   `journal backup` held it for seconds, or the checkpoint failed): the
     ///   journal is intact, but needs its `-wal` file.
     @discardableResult
-    public func close() throws -> Bool {
+    public func closeCheckpointed() throws -> Bool {
         // A second close is a no-op: GRDB traps on a closed connection.
         guard !isClosed else { return false }
         isClosed = true

@@ -117,14 +117,14 @@ struct BrokerCommand: ParsableCommand {
             logger.warning("--max-queue is 0 (ANALYSIS_QUEUE_MAX_SIZE): the broker rejects every submission (queue_full) except delayed ones")
         }
         let context = ZMQContext()
-        let journal: (any TaskJournal)?
+        let journal: Journal?
         do {
-            journal = try SQLiteJournal.open(config.journal)
+            journal = try SQLiteJournal.open(config.journal).map { Journal($0) }
         } catch {
             logger.critical("cannot open journal: \(error)")
             throw ExitCode(1)
         }
-        if let j = journal as? SQLiteJournal {
+        if let j = journal?.backend as? SQLiteJournal {
             if let loss = j.acceptedLoss {
                 logger.critical("JOURNAL LOSS ACCEPTED: \(loss); acknowledged tasks missing from it are gone, the high-water mark is reset to this journal (generation \(j.generation))")
             } else if config.journal.acceptJournalLoss {

@@ -16,19 +16,29 @@ final class SchedulerModelTests: XCTestCase {
     static let steps = Int(ProcessInfo.processInfo.environment["CONVEYOR_MODEL_STEPS"] ?? "") ?? 2500
 
     func testRandomOperationsAgreeWithTheReferenceModel() {
-        for seed in UInt64(1)...6 {
-            let sim = Simulation(seed: seed, policies: false)
-            sim.run(steps: Self.steps)
-            if sim.failed { return }
-        }
+        runSeeds(UInt64(1)...6, policies: false)
     }
 
     func testRandomOperationsUnderEveryPolicyAgreeWithTheReferenceModel() {
-        for seed in UInt64(101)...106 {
-            let sim = Simulation(seed: seed, policies: true)
+        runSeeds(UInt64(101)...106, policies: true)
+    }
+
+    /// Each seed must agree with the model; together they must exercise every
+    /// path (one seed alone may, with Swift's per-process hash seeding, lose no worker).
+    private func runSeeds(_ seeds: ClosedRange<UInt64>, policies: Bool) {
+        var total = SchedulerCounters()
+        for seed in seeds {
+            let sim = Simulation(seed: seed, policies: policies)
             sim.run(steps: Self.steps)
             if sim.failed { return }
+            let c = sim.h.s.counters
+            total.succeeded += c.succeeded
+            total.reassigned += c.reassigned
+            total.retried += c.retried
+            total.rateLimited += c.rateLimited
         }
+        XCTAssertTrue(total.succeeded > 0 && total.reassigned > 0 && total.retried > 0 && (!policies || total.rateLimited > 0),
+                      "the runs exercised too little: \(total)")
     }
 }
 
@@ -133,9 +143,7 @@ private final class Simulation {
             verify(step)
             if failed { return }
         }
-        check(!history.isEmpty && h.s.counters.succeeded > 0 && h.s.counters.reassigned > 0 && h.s.counters.retried > 0
-              && (!policies || h.s.counters.rateLimited > 0),
-              "the run exercised too little: \(h.s.counters)", step: steps)
+        check(!history.isEmpty, "the run did nothing", step: steps)
     }
 
     // MARK: Operations

@@ -7,6 +7,8 @@ import XCTest
 /// that lost nothing never is, and `acceptJournalLoss` starts anyway without
 /// handing out an acknowledged id twice.
 final class HighWaterMarkTests: XCTestCase {
+    override func setUpWithError() throws { try TestBackend.requireSQLite() }
+
     private var dirs: [URL] = []
 
     override func tearDown() {
@@ -48,8 +50,7 @@ final class HighWaterMarkTests: XCTestCase {
             }
             ids.append(a.id)
             s.drainOutput(into: &out)
-            for case .event(let e) in out { try j.record(e, task: e.taskID.flatMap { s.task($0) }, now: t0) }
-            try j.commit(now: t0)
+            try j.commitEvents(out, s)
         }
         return ids
     }
@@ -292,7 +293,7 @@ final class HighWaterMarkTests: XCTestCase {
         let c = config(try scratch())
         let j = try SQLiteJournal(c)
         let ids = try submit(300, into: j)
-        XCTAssertTrue(try j.close(), "checkpointed")
+        XCTAssertTrue(try j.closeCheckpointed(), "checkpointed")
         let copy = config(try scratch())
         try FileManager.default.copyItem(atPath: c.journalPath, toPath: copy.journalPath)
         XCTAssertFalse(FileManager.default.fileExists(atPath: copy.journalPath + "-wal"))

@@ -8,6 +8,8 @@ import XCTest
 /// into one file; `journal check` tells a good copy from a damaged one; a
 /// commit that fails keeps its changes for the next one.
 final class JournalBackupTests: XCTestCase {
+    override func setUpWithError() throws { try TestBackend.requireSQLite() }
+
     private var dirs: [URL] = []
 
     override func tearDown() {
@@ -127,18 +129,18 @@ final class JournalBackupTests: XCTestCase {
     func testFailedCommitKeepsItsChangesForTheNext() throws {
         let h = try JournalHarness()
         try h.submit(TaskSpec(type: "a", payload: [1]))
-        guard let j = h.journal else { return XCTFail("no journal") }
+        guard let j = h.journal, let file = h.sqlite else { return XCTFail("no journal") }
         let pages = try XCTUnwrap(Int(exactly: try pageCount(h.config.journalPath)))
-        try j.executeForTesting("PRAGMA max_page_count = \(pages)")
+        try file.executeForTesting("PRAGMA max_page_count = \(pages)")
         XCTAssertThrowsError(try h.submit(TaskSpec(type: "a", payload: [UInt8](repeating: 7, count: 64 * 1024)))) { e in
             XCTAssertEqual((e as? JournalError)?.kind, .unwritable, "\(e)")
             XCTAssertTrue("\(e)".contains("full"), "\(e)")
         }
         XCTAssertGreaterThan(j.uncommittedChanges, 0)
         // Still failing: nothing is dropped.
-        XCTAssertThrowsError(try j.commit(now: h.now))
-        try j.executeForTesting("PRAGMA max_page_count = 1073741823")
-        try j.commit(now: h.now)
+        XCTAssertThrowsError(try j.commit())
+        try file.executeForTesting("PRAGMA max_page_count = 1073741823")
+        try j.commit()
         XCTAssertEqual(j.uncommittedChanges, 0)
         try h.restart()
         XCTAssertEqual(h.scheduler.queueSize, 2, "both tasks are in the journal")

@@ -15,7 +15,8 @@ final class JournalCompactionTests: XCTestCase {
     func testSteadyLoadKeepsTheFileBounded() throws {
         let h = try JournalHarness(durability: .batch) { $0.resultTTLSeconds = 10; $0.maxFinishedInMemory = 100; $0.maxRunning = 100_000; $0.maxWorkerCapacity = 100_000 }
         h.scheduler.register(worker: w, name: "w", types: nil, capacity: 100_000, now: h.now)
-        guard let journal = h.journal else { return XCTFail("no journal") }
+        try TestBackend.requireSQLite()
+        guard let journal = h.sqlite else { return XCTFail("no journal") }
         let payload = [UInt8](repeating: 0x61, count: 2048)
         let result = [UInt8](repeating: 0x62, count: 1024)
         var sizes: [Int] = []
@@ -65,9 +66,9 @@ final class JournalCompactionTests: XCTestCase {
         try h.succeed(stillQueued)
         _ = recent
         try journal.compact(olderThan: h.now - sec(100))
-        XCTAssertNil(try journal.lookup(old), "expired result deleted")
-        XCTAssertNotNil(try journal.lookup(oldDelayed), "an unfinished task is never compacted")
-        XCTAssertNotNil(try journal.lookup(stillQueued), "a result within the TTL is kept")
-        XCTAssertNotNil(try journal.lookup(recent))
+        XCTAssertNil(try h.lookup(old), "expired result deleted")
+        XCTAssertNotNil(try h.lookup(oldDelayed), "an unfinished task is never compacted")
+        XCTAssertNotNil(try h.lookup(stillQueued), "a result within the TTL is kept")
+        XCTAssertNotNil(try h.lookup(recent))
     }
 }

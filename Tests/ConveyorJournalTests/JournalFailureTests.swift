@@ -12,6 +12,7 @@ final class JournalFailureTests: XCTestCase {
     override func setUpWithError() throws {
         scratch = FileManager.default.temporaryDirectory.appendingPathComponent("conveyor-journal-fail-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        try TestBackend.requireSQLite()
     }
 
     override func tearDown() {
@@ -64,8 +65,7 @@ final class JournalFailureTests: XCTestCase {
             }
             var out: [SchedulerOutput] = []
             s.drainOutput(into: &out)
-            for case .event(let e) in out { try j.record(e, task: e.taskID.flatMap { s.task($0) }, now: t0) }
-            try j.commit(now: t0)
+            try j.commitEvents(out, s)
             try j.close()
         }
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: c.journalPath))
@@ -121,8 +121,7 @@ final class JournalFailureTests: XCTestCase {
         _ = s.submit(TaskSpec(type: "t"), from: nil, now: t0)
         var out: [SchedulerOutput] = []
         s.drainOutput(into: &out)
-        for case .event(let e) in out { try first.record(e, task: e.taskID.flatMap { s.task($0) }, now: t0) }
-        try first.commit(now: t0)
+        try first.commitEvents(out, s)
         XCTAssertEqual(startError(c)?.kind, .locked)
     }
 

@@ -1,5 +1,6 @@
 import ConveyorCore
 import ConveyorJournal
+import ConveyorJournalPostgres
 import Foundation
 import XCTest
 
@@ -8,15 +9,41 @@ let t0: Timestamp = 1_721_035_800_000_000
 
 func sec(_ n: Int64) -> Timestamp { n * 1_000_000 }
 
-/// A scheduler wired to a real journal in a temporary directory, driven the
-/// way the broker drives it: operations, then `flush()` (record every event,
-/// commit once). `restart()` and `crashCopy()` rebuild a scheduler from disk
-/// as a restarted broker would.
+/// Which backend the journal suites run on: SQLite unless
+/// `CONVEYOR_TEST_JOURNAL=postgres` (then `CONVEYOR_TEST_POSTGRES_URL` and
+/// `PGPASSWORD` name a throwaway server; `ops/test` runs the suites both ways).
+enum TestBackend {
+    case sqlite, postgres
+
+    static let current: TestBackend = ProcessInfo.processInfo.environment["CONVEYOR_TEST_JOURNAL"] == "postgres" ? .postgres : .sqlite
+
+    /// The throwaway server's URL (without a schema).
+    static var postgresURL: PostgresURL? {
+        ProcessInfo.processInfo.environment["CONVEYOR_TEST_POSTGRES_URL"].flatMap { try? PostgresURL(parsing: $0) }
+    }
+
+    /// Skips a test that is about the SQLite file itself when the suites run on PostgreSQL.
+    static func requireSQLite() throws {
+        try XCTSkipIf(current == .postgres, "SQLite-specific (file, WAL, high-water mark): run by the SQLite pass")
+    }
+}
+
+/// A scheduler wired to a real journal — a temporary SQLite directory, or a
+/// fresh schema on the test PostgreSQL server — driven the way the broker
+/// drives it: operations, then `flush()` (record every event, commit once).
+/// `restart()` and `crashCopy()` rebuild a scheduler from the store as a
+/// restarted broker would, through the same `Journal.recoveredScheduler`.
 final class JournalHarness {
     let directory: URL
     var config: JournalConfig
     let schedulerConfig: SchedulerConfig
-    private(set) var journal: SQLiteJournal?
+    let backendKind: TestBackend
+    /// The PostgreSQL schema this harness owns (PostgreSQL runs only).
+    private let schema: String
+    private(set) var journal: Journal?
+    /// The backend, when SQLite (file-level tests) or PostgreSQL.
+    var sqlite: SQLiteJournal? { journal?.backend as? SQLiteJournal }
+    var postgres: PostgresJournal? { journal?.backend as? PostgresJournal }
     var scheduler: Scheduler
     var now: Timestamp = t0
     private(set) var recovery = JournalRecovery()
@@ -36,8 +63,11 @@ final class JournalHarness {
         try self.init(durability: durability, directory: dir, schedulerConfig: s, now: t0)
     }
 
-    private init(durability: JournalConfig.Durability, directory: URL, schedulerConfig: SchedulerConfig, now: Timestamp) throws {
+    private init(durability: JournalConfig.Durability, directory: URL, schedulerConfig: SchedulerConfig, now: Timestamp,
+                 schema: String? = nil) throws {
         self.directory = directory
+        backendKind = TestBackend.current
+        self.schema = schema ?? "h_\(getpid())_\(UUID().uuidString.prefix(8).lowercased())"
         config = JournalConfig()
         config.dataDirectory = directory.path
         config.durability = durability
@@ -48,24 +78,47 @@ final class JournalHarness {
     }
 
     deinit {
+        if let pg = postgres, !isCopy { try? pg.executeForTesting("DROP SCHEMA IF EXISTS \(schema) CASCADE") }
         _ = try? journal?.close()
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Opens the journal and recovers from it exactly as `Broker.start()` does
-    /// (a first pass for the last id, then a second into a scheduler that knows it).
-    private func open() throws {
-        let j = try SQLiteJournal(config)
-        journal = j
-        var fresh = Scheduler(config: schedulerConfig, now: now)
-        recovery = try j.recover(into: &fresh, now: now)
-        if let last = recovery.lastID {
-            var withIDs = Scheduler(config: schedulerConfig, now: now, lastID: last)
-            recovery = try j.recover(into: &withIDs, now: now)
-            fresh = withIDs
+    /// A crash copy shares the original's PostgreSQL schema: it must not drop it.
+    private var isCopy = false
+
+    /// The backend this run tests, opened on this harness's directory or schema.
+    private func openBackend() throws -> any JournalBackend {
+        switch backendKind {
+        case .sqlite:
+            return try SQLiteJournal(config)
+        case .postgres:
+            guard var url = TestBackend.postgresURL else {
+                throw XCTSkip("CONVEYOR_TEST_JOURNAL=postgres but CONVEYOR_TEST_POSTGRES_URL is not set (ops/test starts a throwaway server)")
+            }
+            url.schema = schema
+            return try PostgresJournal(url: url, durability: config.durability == .batch ? .batch : .fsync, password: url.password())
         }
+    }
+
+    /// Opens the journal and recovers from it exactly as `Broker.start()` does.
+    private func open() throws {
+        let j = Journal(try openBackend())
+        journal = j
+        var fresh: Scheduler
+        (fresh, recovery) = try j.recoveredScheduler(config: schedulerConfig, now: now)
         fresh.drainOutput(into: &out)
         scheduler = fresh
+    }
+
+    /// A task the scheduler no longer holds, read from the journal (nil when expired).
+    func lookup(_ id: TaskID) throws -> TaskRecord? {
+        try journal?.lookup(id, now: now)
+    }
+
+    /// Rows by state, whatever the backend.
+    func countByState() throws -> [String: Int] {
+        if let pg = postgres { return try pg.countByState() }
+        return try sqlite?.countByState() ?? [:]
     }
 
     /// The broker's flush: journal this iteration's events, commit once.
@@ -74,9 +127,9 @@ final class JournalHarness {
         scheduler.drainOutput(into: &out)
         guard let journal else { throw TestFailure("journal is closed") }
         for case .event(let e) in out {
-            try journal.record(e, task: e.taskID.flatMap { scheduler.task($0) }, now: now)
+            journal.record(e, task: e.taskID.flatMap { scheduler.task($0) })
         }
-        try journal.commit(now: now)
+        try journal.commit()
         lastOutput = out
         return out
     }
@@ -94,6 +147,13 @@ final class JournalHarness {
         let copy = FileManager.default.temporaryDirectory
             .appendingPathComponent("conveyor-journal-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+        if backendKind == .postgres {
+            // What a second broker would read from the server right now: every committed row.
+            let h = try JournalHarness(durability: config.durability, directory: copy, schedulerConfig: schedulerConfig, now: now, schema: schema)
+            h.isCopy = true
+            h.ids = ids
+            return h
+        }
         for suffix in ["", "-wal"] {
             let from = config.journalPath + suffix
             if FileManager.default.fileExists(atPath: from) {
@@ -206,11 +266,27 @@ extension JournalHarness {
     func assertRecoversSame(_ label: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let copy = try crashCopy()
         for id in ids {
-            let back = try copy.scheduler.task(id) ?? copy.journal?.lookup(id)
+            let back = try copy.scheduler.task(id) ?? copy.lookup(id)
             assertSameTask(scheduler.task(id), back, label, file: file, line: line)
         }
         XCTAssertEqual(copy.scheduler.queueSize, scheduler.queueSize + scheduler.runningCount, "\(label): queue size", file: file, line: line)
         XCTAssertEqual(copy.scheduler.delayed, scheduler.delayed, "\(label): delayed", file: file, line: line)
         XCTAssertEqual(copy.scheduler.deadLetters.map(\.id), scheduler.deadLetters.map(\.id), "\(label): dead letters", file: file, line: line)
+    }
+}
+
+/// Shorthands for the SQLite-only suites, which drive the backend directly.
+extension SQLiteJournal {
+    func lastTaskID() throws -> TaskID? { try lastID() }
+
+    func recover(into scheduler: inout Scheduler, now: Timestamp) throws -> JournalRecovery {
+        try Journal(self).recover(into: &scheduler, now: now)
+    }
+
+    /// Journals the events in `out` (records from `scheduler`) and commits once.
+    func commitEvents(_ out: [SchedulerOutput], _ scheduler: Scheduler) throws {
+        let j = Journal(self)
+        for case .event(let e) in out { j.record(e, task: e.taskID.flatMap { scheduler.task($0) }) }
+        try j.commit()
     }
 }

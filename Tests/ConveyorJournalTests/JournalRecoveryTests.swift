@@ -91,8 +91,8 @@ final class JournalRecoveryTests: XCTestCase {
         XCTAssertNil(h.scheduler.task(a))
         try h.assertRecoversSame("expired")
         let copy = try h.crashCopy()
-        XCTAssertNil(try copy.journal?.lookup(a))
-        XCTAssertNil(try copy.journal?.lookup(c))
+        XCTAssertNil(try copy.lookup(a))
+        XCTAssertNil(try copy.lookup(c))
     }
 
     /// Submitted with no worker, restarted, then one worker: tasks complete in
@@ -145,7 +145,7 @@ final class JournalRecoveryTests: XCTestCase {
         for (i, id) in ids.enumerated() {
             let inMemory = h.scheduler.task(id)
             XCTAssertEqual(inMemory != nil, i >= 15, "only the 5 most recent results are held in memory")
-            let t = try XCTUnwrap(inMemory ?? h.journal?.lookup(id))
+            let t = try XCTUnwrap(inMemory ?? h.lookup(id))
             XCTAssertEqual(t.state, .succeeded)
             XCTAssertEqual(t.details?.result, Array("result \(i)".utf8) + [0xfe])
             XCTAssertEqual(t.payload, [], "a finished task's payload is not kept")
@@ -236,7 +236,7 @@ final class JournalRecoveryTests: XCTestCase {
         }
         for a in try h.dispatch() { try h.succeed(a.id) }
         try h.advance(sec(2)) // all expire: their rows are deleted
-        XCTAssertEqual(try h.journal?.countByState(), [:])
+        XCTAssertEqual(try h.countByState(), [:])
         h.now = t0 // the clock went back
         try h.restart()
         XCTAssertNotNil(h.recovery.lastID)

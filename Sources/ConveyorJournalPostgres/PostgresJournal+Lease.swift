@@ -1,0 +1,48 @@
+import ConveyorCore
+import PostgresNIO
+
+/// The lease row (`conveyor_lease`): which of the brokers sharing this
+/// journal is active. Expiry is the server's `clock_timestamp()`.
+extension PostgresJournal {
+    public func acquireLease(endpoint: String, ttlMs: Int64) throws -> LeaseStatus {
+        let holder = self.holder
+        let secs = Double(ttlMs) / 1000
+        let status: LeaseStatus = try withConnection("taking the lease") { conn, logger in
+            let taken = try await conn.query("""
+                UPDATE conveyor_lease SET epoch = epoch + 1, holder = \(holder), endpoint = \(endpoint),
+                    expires_at = clock_timestamp() + make_interval(secs => \(secs))
+                WHERE id = 1 AND expires_at < clock_timestamp() RETURNING epoch
+                """, logger: logger)
+            for try await e in taken.decode(Int64.self) { return .acquired(epoch: e) }
+            let held = try await conn.query("SELECT epoch, endpoint FROM conveyor_lease WHERE id = 1", logger: logger)
+            for try await (e, ep) in held.decode((Int64, String).self) { return .heldElsewhere(epoch: e, endpoint: ep) }
+            return .heldElsewhere(epoch: 0, endpoint: "")
+        }
+        if case .acquired(let e) = status { epoch = e }
+        return status
+    }
+
+    public func renewLease(ttlMs: Int64) throws {
+        guard let mine = epoch else { throw JournalFenced(mine: 0, current: 0) }
+        let secs = Double(ttlMs) / 1000
+        let current: Int64? = try withConnection("renewing the lease") { conn, logger in
+            let rows = try await conn.query("""
+                UPDATE conveyor_lease SET expires_at = clock_timestamp() + make_interval(secs => \(secs))
+                WHERE id = 1 AND epoch = \(mine) RETURNING epoch
+                """, logger: logger)
+            for try await e in rows.decode(Int64.self) { return e }
+            for try await e in try await conn.query("SELECT epoch FROM conveyor_lease WHERE id = 1", logger: logger).decode(Int64.self) {
+                return -e - 1 // another epoch, marked
+            }
+            return -1
+        }
+        if let c = current, c != mine { throw JournalFenced(mine: mine, current: -c - 1) }
+    }
+
+    public func releaseLease() throws {
+        guard let mine = epoch else { return }
+        _ = try withConnection("releasing the lease") { conn, logger in
+            try await conn.query("UPDATE conveyor_lease SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(mine)", logger: logger)
+        }
+    }
+}
