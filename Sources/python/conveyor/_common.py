@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Any, Iterable, List, Optional, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import zmq
 
@@ -33,6 +33,9 @@ DEFAULT_EVENTS_ENDPOINT = "tcp://127.0.0.1:5557"
 ZMTP_HEARTBEAT_MS = 2000
 ZMTP_HEARTBEAT_TIMEOUT_MS = 6000
 MAX_MSG_SIZE = 256 * 1024 * 1024 + 64 * 1024
+# Several endpoints (active/standby brokers, issue 12): a request unanswered this long
+# (capped by the call's timeout) moves the client to the next broker.
+DEFAULT_FAILOVER_AFTER = 2.0
 BATCH_BYTES = 8 * 1024 * 1024  # payload bytes per SUBMIT_BATCH before a new chunk starts
 
 _MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", zmq.EVENT_CONNECTED)
@@ -106,6 +109,30 @@ def recv_messages(sock: zmq.Socket, limit: int = 10_000) -> List[List[bytes]]:
     return out
 
 
+EndpointsLike = Union[str, Sequence[str]]
+
+
+def parse_endpoints(endpoint: EndpointsLike) -> List[str]:
+    """One endpoint or several: ``"tcp://a:5555,tcp://b:5555"`` or a list/tuple of
+    strings, in the order they are to be tried (spaces around commas are dropped)."""
+    if isinstance(endpoint, str):
+        items: Sequence[Any] = endpoint.split(",")
+    elif isinstance(endpoint, (list, tuple)):
+        items = endpoint
+    else:
+        raise TypeError(f"endpoint must be a string or a list of strings, not {type(endpoint).__name__}")
+    out: List[str] = []
+    for e in items:
+        if not isinstance(e, str):
+            raise TypeError(f"an endpoint is a string, not {type(e).__name__}")
+        if not e.strip():
+            raise ValueError(f"empty endpoint in {endpoint!r}")
+        out.append(e.strip())
+    if not out:
+        raise ValueError("no endpoint given")
+    return out
+
+
 def make_dealer(ctx: zmq.Context, endpoint: str, keys: Optional[CurveKeys], monitor: bool = True
                 ) -> Tuple[zmq.Socket, Optional[zmq.Socket]]:
     sock = ctx.socket(zmq.DEALER)
@@ -118,7 +145,11 @@ def make_dealer(ctx: zmq.Context, endpoint: str, keys: Optional[CurveKeys], moni
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS)
     apply_curve(sock, keys)
     mon = sock.get_monitor_socket(_MONITOR_EVENTS) if monitor else None
-    sock.connect(endpoint)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError:  # a malformed endpoint (e.g. a leader hint): release both sockets
+        close_dealer(sock, mon)
+        raise
     return sock, mon
 
 
@@ -181,6 +212,16 @@ auto_key_text = _AutoKeys()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=auto_key_text.reset)
 
+# ``auto_key`` of build_spec/plan_batches for a client with several endpoints: every
+# submission without a key gets a random 128-bit hex one, even with
+# ``idempotency_key=False`` or ``auto_idempotency=False``, because a failover resends
+# it to another broker and only the key keeps that from doubling the task.
+ALWAYS_KEY = "always"
+
+
+def failover_key_text() -> str:
+    return os.urandom(16).hex()
+
 
 class Spec:
     """One checked submission: what SUBMIT and a SUBMIT_BATCH group are built from."""
@@ -207,8 +248,10 @@ class Spec:
 
 def build_spec(task_type: Union[str, bytes], payload: Any, priority: PriorityLike, timeout: Optional[float],
                idempotency_key: Union[str, bytes, None, bool], delay: Optional[float],
-               max_attempts: Optional[int], auto_key: bool, notify: str = "all") -> Spec:
-    """Check a submission's arguments (ValueError/TypeError) and encode them."""
+               max_attempts: Optional[int], auto_key: Union[bool, str], notify: str = "all") -> Spec:
+    """Check a submission's arguments (ValueError/TypeError) and encode them.
+    ``auto_key``: False, True (an ``auto-…`` key unless ``idempotency_key=False``) or
+    ALWAYS_KEY (a random hex key for every submission without one)."""
     t = _TYPES.get(task_type)
     if t is None:
         t = check_type(task_type)
@@ -227,8 +270,8 @@ def build_spec(task_type: Union[str, bytes], payload: Any, priority: PriorityLik
         options.append(b"max_attempts=%d" % max_attempts)
     key_text: Optional[str] = None
     automatic = False
-    if idempotency_key is None and auto_key:
-        key_text = auto_key_text()
+    if idempotency_key is None and auto_key or idempotency_key is False and auto_key is ALWAYS_KEY:
+        key_text = failover_key_text() if auto_key is ALWAYS_KEY else auto_key_text()
         automatic = True
         options.append(b"idempotency_key=" + key_text.encode())
     elif idempotency_key is not None and idempotency_key is not False:
@@ -305,7 +348,7 @@ class Chunk:
         return [s.notify for s in self.specs]
 
 
-def plan_batches(items: Iterable[Any], notify: str, auto_key: bool, max_items: int = MAX_SUBMIT_BATCH,
+def plan_batches(items: Iterable[Any], notify: str, auto_key: Union[bool, str], max_items: int = MAX_SUBMIT_BATCH,
                  max_bytes: int = BATCH_BYTES) -> Tuple[int, List[Chunk]]:
     """Check every item (nothing is sent if one is invalid: ValueError/TypeError
     naming its index) and split them into chunks of at most ``max_items`` items and

@@ -29,6 +29,20 @@ forgotten on a reconnection, because the broker may have been upgraded meanwhile
 Only tasks whose pushes the broker will send are followed by push: ``notify=all``
 ones for PROGRESS and FINISHED, ``notify=final`` ones for FINISHED only;
 ``notify=none`` tasks, and progress of ``final`` ones, are followed by STATUS polls.
+
+Several endpoints (active/standby brokers, issue 12; the zguide's Binary Star for
+clients). The core talks to one endpoint at a time and decides when to move; the
+driver does the move (``take_switch``: open a socket to that endpoint, close the old
+one, send what ``switched`` returns). A reply ``not_leader`` (REJECTED or ERROR, with
+the active broker's endpoint in frame 5, or empty) keeps its request pending and
+moves to that endpoint at once, or to the next one in the list after
+NOT_LEADER_RETRY when the leader is unknown. A request unanswered on the current
+endpoint for ``failover_after`` seconds moves to the next one. On a move every
+request not yet answered is sent again on the new socket, except those that are not
+safe to repeat (CANCEL): they stay in doubt as after a disconnection. Requests made
+while a move is pending wait for it (``hold``). The calls' deadlines bound all of
+it. With one endpoint none of this happens: ``not_leader`` is an error like any
+other.
 """
 from __future__ import annotations
 
@@ -74,6 +88,10 @@ FINISHED_CACHE_ENTRIES = 10_000
 FINISHED_CACHE_BYTES = 64 * 1024 * 1024
 OWN_TASKS_MAX = 200_000
 PROGRESS_BUFFER = 256
+# not_leader without a leader: wait this long before trying the next endpoint. Also
+# the least time between two moves that follow leader hints (two standbys naming
+# each other must not make a busy loop).
+NOT_LEADER_RETRY = 0.25
 
 REPLY_COMMANDS = {
     b"ACCEPTED": 5,
@@ -113,7 +131,7 @@ def outcome_result(task_id: str, outcome: Outcome) -> bytes:
 
 class Request:
     __slots__ = ("rid", "frames", "resendable", "sent_gen", "in_doubt", "resent", "future", "callback", "deadline",
-                 "levels", "stripped")
+                 "levels", "stripped", "sent_ep", "sent_at", "held", "not_leader")
 
     def __init__(self, rid: bytes, frames: List[bytes], resendable: bool, future: Any, callback: Any, deadline: float,
                  levels: Optional[List[bytes]] = None):
@@ -129,6 +147,12 @@ class Request:
         # SUBMIT: [notify level] (its last frame is notify=…); SUBMIT_BATCH: one per item.
         self.levels = levels
         self.stripped = False  # sent without its notify frame (to a 1.0 broker)
+        # Several endpoints: where and when it was last sent, whether it waits for a
+        # move to another endpoint, whether a standby answered it not_leader.
+        self.sent_ep = -1
+        self.sent_at = 0.0
+        self.held = False
+        self.not_leader = False
 
 
 class _Watch:
@@ -143,10 +167,22 @@ class _Watch:
 
 
 class ClientCore:
-    def __init__(self, future_factory: Callable[[], Any], timeout: float):
+    def __init__(self, future_factory: Callable[[], Any], timeout: float, endpoints: Optional[List[str]] = None,
+                 failover_after: float = 2.0):
         self.lock = threading.Lock()
         self.new_future = future_factory
         self.timeout = float(timeout)
+        self.endpoints = list(endpoints or [""])
+        self.multi = len(self.endpoints) > 1
+        self.endpoint = self.endpoints[0]  # the one in use (may be a leader hint outside the list)
+        self.index = 0  # position in the list of the last list endpoint used
+        self.failover_after = min(float(failover_after), self.timeout)
+        self.ep_seq = 0  # counts the moves to another endpoint
+        self.switch_to: Optional[str] = None  # a move is pending: to this endpoint…
+        self.switch_at = 0.0  # …at this time
+        self.last_hint_move = float("-inf")
+        self.last_leader: Optional[str] = None  # the last not_leader's leader frame ("" = unknown)
+        self.failovers = 0
         self.prefix = os.urandom(4).hex().encode() + b"-"
         self.seq = itertools.count(1)
         self.pending: Dict[bytes, Request] = {}
@@ -165,7 +201,8 @@ class ClientCore:
         self.finished: "OrderedDict[bytes, Tuple[Outcome, List[Tuple[Optional[int], str]]]]" = OrderedDict()
         self.finished_bytes = 0
         self.watches: Dict[bytes, _Watch] = {}
-        self.timers: List[Tuple[float, int, int, bytes]] = []  # (when, seq, kind, key); kind 0=request 1=poll
+        # (when, seq, kind, key); kind 0=request deadline, 1=poll, 2=failover silence, 3=pending move
+        self.timers: List[Tuple[float, int, int, bytes]] = []
         self.tseq = itertools.count()
         self.ignored = 0  # messages that failed validation (§3.4: ignored)
         self.resends = 0
@@ -236,6 +273,11 @@ class ClientCore:
     def sent(self, req: Request) -> None:
         """Called by the driver right after it handed ``req`` to its socket."""
         req.sent_gen = self.gen
+        if self.multi:
+            with self.lock:
+                req.sent_ep = self.ep_seq
+                req.sent_at = now = time.monotonic()
+                self._timer(now + self.failover_after, 2, req.rid)
 
     def send_failed(self, req: Request, why: str) -> None:
         with self.lock:
@@ -298,6 +340,14 @@ class ClientCore:
         req = self.pending.pop(frames[2], None)
         if req is None:
             return  # a reply to an abandoned or already answered request
+        if self.multi and (cmd == b"REJECTED" or cmd == b"ERROR") and frames[3] == b"not_leader":
+            # A standby (issue 12): it did nothing with the request, so it is safe to
+            # send again, whatever it is. Pending until the active broker answers.
+            req.not_leader = True
+            self.pending[req.rid] = req
+            if req.sent_ep == self.ep_seq:
+                self._follow(text(frames[5]) if len(frames) > 5 else "")
+            return
         if req.callback is not None:
             req.callback(frames)
             return
@@ -411,6 +461,94 @@ class ClientCore:
                 w.next_poll = now
                 self._timer(now, 1, tid)
 
+    # ----- several endpoints (lock held unless said otherwise) --------------------
+
+    def _next_endpoint(self) -> str:
+        return self.endpoints[(self.index + 1) % len(self.endpoints)]
+
+    def _follow(self, leader: str) -> None:
+        """A not_leader from the current endpoint."""
+        self.last_leader = leader
+        now = time.monotonic()
+        if leader and leader != self.endpoint:
+            at = max(now, self.last_hint_move + NOT_LEADER_RETRY)
+            self.last_hint_move = at
+            self._move(leader, at)
+        else:
+            self._move(self._next_endpoint(), now + NOT_LEADER_RETRY)
+
+    def _move(self, endpoint: str, at: float) -> None:
+        if self.switch_to is not None or self.closed:
+            return  # a move is already pending: the first reason wins
+        self.switch_to, self.switch_at = endpoint, at
+        self._timer(at, 3, b"")
+
+    def hold(self, req: Request) -> None:
+        """The driver did not send ``req`` because a move is pending (``switch_to``
+        is set): ``switched`` returns it. (Driver thread only, as ``switched``.)"""
+        req.held = True
+
+    def take_switch(self, now: Optional[float] = None) -> Optional[str]:
+        """The endpoint to move to now, if a move is due (unlocked)."""
+        ep = self.switch_to
+        if ep is None or self.switch_at > (time.monotonic() if now is None else now):
+            return None
+        return ep
+
+    def switched(self, endpoint: str) -> List[Request]:
+        """The driver now talks to ``endpoint`` on a new socket: returns the requests
+        to send on it, in the order they were made."""
+        with self.lock:
+            self.switch_to = None
+            self.endpoint = endpoint
+            if endpoint in self.endpoints:
+                self.index = self.endpoints.index(endpoint)
+            self.ep_seq += 1
+            self.gen += 1
+            self.connected = False
+            self.failovers += 1
+            again = []
+            for req in self.pending.values():
+                if req.held:
+                    req.held = False
+                    again.append(req)
+                elif req.sent_gen is not None:
+                    if req.resendable or req.not_leader:
+                        req.in_doubt = False
+                        req.resent = True
+                        again.append(req)
+                        self.resends += 1
+                    else:
+                        req.in_doubt = True  # like a lost connection: ends at its deadline
+            n = len(self.prefix)
+            again.sort(key=lambda r: int(r.rid[n:]))  # ids are <prefix><number>
+            self._reschedule_watches()
+            return again
+
+    def switch_failed(self, endpoint: str) -> None:
+        """The driver could not open a socket to ``endpoint`` (a malformed leader
+        hint, say): try the next endpoint of the list after NOT_LEADER_RETRY."""
+        with self.lock:
+            self.switch_to = None
+            if endpoint in self.endpoints:
+                self.index = self.endpoints.index(endpoint)
+            self._move(self._next_endpoint(), time.monotonic() + NOT_LEADER_RETRY)
+
+    def _silent(self, req: Request, now: float) -> None:
+        """A failover timer of ``req`` is due."""
+        if (req.sent_ep == self.ep_seq and req.sent_at + self.failover_after <= now and req.sent_gen is not None
+                and not req.held):
+            self._move(self._next_endpoint(), now)
+
+    def _unavailable(self, req: Request) -> str:
+        why = "no reply from the broker within %gs" % self.timeout
+        if not self.multi:
+            return why
+        if req.not_leader:
+            hint = self.last_leader or "unknown"
+            return f"{why}: the brokers answered not_leader (last leader hint: {hint}; last tried {self.endpoint})"
+        return f"{why} (endpoints {', '.join(self.endpoints)}; last tried {self.endpoint})"
+
     # ----- watches (wait and progress) ------------------------------------------
 
     def watch(self, task_id: bytes, future: Any = None, sub: Any = None) -> None:
@@ -509,8 +647,14 @@ class ClientCore:
                     req = self.pending.get(key)
                     if req is not None and req.deadline <= now:
                         del self.pending[key]
-                        why = ("no reply from the broker within %gs" % self.timeout) if req.callback is None else ""
+                        why = self._unavailable(req) if req.callback is None else ""
                         self._fail_request(req, BrokerUnavailable(why))
+                elif kind == 2:
+                    req = self.pending.get(key)
+                    if req is not None:
+                        self._silent(req, now)
+                elif kind == 3:
+                    continue  # a pending move is due: the driver asks take_switch()
                 else:
                     w = self.watches.get(key)
                     if w is None or w.polling or w.next_poll > now or self.closed:

@@ -8,14 +8,18 @@ from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Tuple, Un
 import zmq
 
 from ._common import (
+    ALWAYS_KEY,
     DEFAULT_CLIENT_ENDPOINT,
+    DEFAULT_FAILOVER_AFTER,
     EVENT_DOWN,
     EVENT_UP,
     Chunk,
+    EndpointsLike,
     Spec,
     build_spec,
     close_dealer,
     make_dealer,
+    parse_endpoints,
     read_monitor_event,
     plan_batches,
     recv_messages,
@@ -49,17 +53,22 @@ class AsyncClient:
     that loop only. It is driven by ``loop.add_reader`` on the socket's file
     descriptor: no extra thread (a loop with ``add_reader``, i.e. not Windows'
     Proactor loop, is needed). Close it with ``await client.aclose()`` or
-    ``async with``.
+    ``async with``. Several endpoints (active/standby brokers) and
+    ``failover_after`` work as in :class:`conveyor.Client`.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_CLIENT_ENDPOINT, *, curve_key: Optional[PathLike] = None,
+    def __init__(self, endpoint: EndpointsLike = DEFAULT_CLIENT_ENDPOINT, *, curve_key: Optional[PathLike] = None,
                  curve_server_key: Optional[PathLike] = None, timeout: float = 10.0,
-                 auto_idempotency: bool = True, context: Optional[zmq.Context] = None):
+                 auto_idempotency: bool = True, failover_after: float = DEFAULT_FAILOVER_AFTER,
+                 context: Optional[zmq.Context] = None):
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if not failover_after > 0:
+            raise ValueError("failover_after must be positive")
         self._keys = load_curve_keys(curve_key, curve_server_key)
-        self.endpoint = endpoint
+        self.endpoints: Tuple[str, ...] = tuple(parse_endpoints(endpoint))
         self.timeout = float(timeout)
+        self.failover_after = float(failover_after)
         self.auto_idempotency = auto_idempotency
         self._zctx = context
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -79,9 +88,9 @@ class AsyncClient:
             raise ConveyorError("the client is closed")
         if self._loop is None:
             self._loop = loop
-            self._core = ClientCore(loop.create_future, self.timeout)
+            self._core = ClientCore(loop.create_future, self.timeout, list(self.endpoints), self.failover_after)
             ctx = self._zctx or zmq.Context.instance()
-            self._sock, self._mon = make_dealer(ctx, self.endpoint, self._keys)
+            self._sock, self._mon = make_dealer(ctx, self.endpoints[0], self._keys)
             loop.add_reader(self._mon.FD, self._on_readable)
             loop.add_reader(self._sock.FD, self._on_readable)
             self._arm(force=True)
@@ -130,6 +139,14 @@ class AsyncClient:
     def connected(self) -> bool:
         return self._core is not None and self._core.connected
 
+    @property
+    def endpoint(self) -> str:
+        """The broker endpoint in use (with several: the one the client is at now)."""
+        return self.endpoints[0] if self._core is None else self._core.endpoint
+
+    def _auto_key(self) -> Any:
+        return ALWAYS_KEY if len(self.endpoints) > 1 else self.auto_idempotency
+
     # ----- driving the socket -------------------------------------------------------
 
     def _on_readable(self) -> None:
@@ -158,7 +175,33 @@ class AsyncClient:
             if self._closed:
                 return
             raise
+        if core.switch_to is not None:
+            self._switch()
         self._arm()
+
+    def _switch(self) -> None:
+        """Move to the endpoint the core chose, if that move is due (several endpoints)."""
+        core, loop = self._core, self._loop
+        assert core is not None and loop is not None
+        while True:
+            ep = core.take_switch()
+            if ep is None:
+                return
+            try:
+                sock, mon = make_dealer(self._zctx or zmq.Context.instance(), ep, self._keys)
+            except zmq.ZMQError:
+                core.switch_failed(ep)
+                continue
+            for s in (self._sock, self._mon):
+                if s is not None:
+                    loop.remove_reader(s.FD)
+            close_dealer(self._sock, self._mon)
+            self._sock, self._mon = sock, mon
+            loop.add_reader(mon.FD, self._on_readable)
+            loop.add_reader(sock.FD, self._on_readable)
+            for req in core.switched(ep):
+                self._send(req)
+            self._schedule_check()
 
     def _schedule_check(self) -> None:
         if not self._check_scheduled and self._loop is not None:
@@ -167,6 +210,9 @@ class AsyncClient:
 
     def _send(self, req: Request) -> None:
         assert self._sock is not None and self._core is not None
+        if self._core.switch_to is not None:
+            self._core.hold(req)  # sent on the next endpoint's socket
+            return
         try:
             send_frames(self._sock, self._core.wire(req))
         except zmq.Again:
@@ -196,7 +242,7 @@ class AsyncClient:
             return
         for req in self._core.tick():
             self._send(req)
-        self._on_readable()
+        self._on_readable()  # also makes a move that is due
         self._arm(force=True)
 
     def _start(self, command: bytes, fields: List[bytes], resendable: bool,
@@ -230,7 +276,7 @@ class AsyncClient:
                      notify: str = "all") -> Submitted:
         """As :meth:`Client.submit`."""
         spec = build_spec(type, payload, priority, timeout, idempotency_key, delay, max_attempts,
-                          self.auto_idempotency, notify)
+                          self._auto_key(), notify)
         req = self._submit_spec(spec)
         self._arm()
         frames, resent = await req.future
@@ -240,7 +286,7 @@ class AsyncClient:
                           *, notify: str = "all") -> List[Union[Submitted, ConveyorError]]:
         """As :meth:`Client.submit_many`: one entry per item, a :class:`Submitted`
         or the (unraised) exception for that item."""
-        n, chunks = plan_batches(items, notify, self.auto_idempotency)
+        n, chunks = plan_batches(items, notify, self._auto_key())
         core = self._ensure()
         results: List[Any] = [None] * n
         inflight: List[Tuple[Chunk, Optional[Request], List[Request]]] = []

@@ -12,14 +12,18 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 import zmq
 
 from ._common import (
+    ALWAYS_KEY,
     DEFAULT_CLIENT_ENDPOINT,
+    DEFAULT_FAILOVER_AFTER,
     EVENT_DOWN,
     EVENT_UP,
     Chunk,
+    EndpointsLike,
     Spec,
     build_spec,
     close_dealer,
     make_dealer,
+    parse_endpoints,
     read_monitor_event,
     plan_batches,
     recv_messages,
@@ -62,21 +66,39 @@ class Client:
     one call, or ``auto_idempotency=False`` to the client, to send no key; such a
     submit is never resent and ends with :class:`BrokerUnavailable` if unanswered.
 
+    Several brokers (active/standby): ``endpoint`` may list them, as
+    ``"tcp://a:5555,tcp://b:5555"`` or a list of strings. The client talks to one at
+    a time, the first at start (:attr:`endpoint` is the one in use). A standby's
+    ``not_leader`` answer moves it to the active broker the standby names (or, when
+    it names none, to the next endpoint after 0.25 s); a request unanswered for
+    ``failover_after`` seconds (at most ``timeout``) moves it to the next endpoint.
+    Either way every request not yet answered is sent again there (CANCEL only if
+    the broker it went to was a standby), so every submission gets an idempotency
+    key: with several endpoints also those with ``idempotency_key=False`` or on a
+    client with ``auto_idempotency=False`` (a random 128-bit hex key). ``timeout``
+    still bounds every call; a call that met only standbys ends with
+    :class:`BrokerUnavailable` naming the last leader they reported.
+
     Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_CLIENT_ENDPOINT, *, curve_key: Optional[PathLike] = None,
+    def __init__(self, endpoint: EndpointsLike = DEFAULT_CLIENT_ENDPOINT, *, curve_key: Optional[PathLike] = None,
                  curve_server_key: Optional[PathLike] = None, timeout: float = 10.0,
-                 auto_idempotency: bool = True, context: Optional[zmq.Context] = None):
+                 auto_idempotency: bool = True, failover_after: float = DEFAULT_FAILOVER_AFTER,
+                 context: Optional[zmq.Context] = None):
         if not timeout > 0:
             raise ValueError("timeout must be positive")
-        keys = load_curve_keys(curve_key, curve_server_key)
-        self.endpoint = endpoint
+        if not failover_after > 0:
+            raise ValueError("failover_after must be positive")
+        endpoints = parse_endpoints(endpoint)
+        self._keys = load_curve_keys(curve_key, curve_server_key)
+        self.endpoints: Tuple[str, ...] = tuple(endpoints)
         self.timeout = float(timeout)
+        self.failover_after = float(failover_after)
         self.auto_idempotency = auto_idempotency
-        self._core = ClientCore(concurrent.futures.Future, self.timeout)
+        self._core = ClientCore(concurrent.futures.Future, self.timeout, endpoints, self.failover_after)
         self._ctx = context or zmq.Context.instance()
-        self._sock, self._mon = make_dealer(self._ctx, endpoint, keys)
+        self._sock, self._mon = make_dealer(self._ctx, endpoints[0], self._keys)
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
@@ -109,6 +131,14 @@ class Client:
         """True once the connection's handshake succeeded, until it drops."""
         return self._core.connected
 
+    @property
+    def endpoint(self) -> str:
+        """The broker endpoint in use (with several: the one the client is at now)."""
+        return self._core.endpoint
+
+    def _auto_key(self) -> Any:
+        return ALWAYS_KEY if len(self.endpoints) > 1 else self.auto_idempotency
+
     # ----- the socket thread --------------------------------------------------------
 
     def _post(self, item: Any) -> None:
@@ -126,6 +156,9 @@ class Client:
                 pass
 
     def _send(self, req: Request) -> None:
+        if self._core.switch_to is not None:
+            self._core.hold(req)  # sent on the next endpoint's socket
+            return
         try:
             send_frames(self._sock, self._core.wire(req))
         except zmq.Again:
@@ -133,17 +166,41 @@ class Client:
             return
         self._core.sent(req)
 
+    def _switch(self, poller: zmq.Poller) -> None:
+        """Move to the endpoint the core chose, if that move is due (several endpoints)."""
+        core = self._core
+        while True:
+            ep = core.take_switch()
+            if ep is None:
+                return
+            try:
+                sock, mon = make_dealer(self._ctx, ep, self._keys)
+            except zmq.ZMQError:
+                core.switch_failed(ep)
+                continue
+            for s in (self._sock, self._mon):
+                poller.unregister(s)
+            close_dealer(self._sock, self._mon)
+            self._sock, self._mon = sock, mon
+            poller.register(sock, zmq.POLLIN)
+            poller.register(mon, zmq.POLLIN)
+            for req in core.switched(ep):
+                self._send(req)
+
     def _run(self) -> None:
-        core, sock, mon = self._core, self._sock, self._mon
+        core = self._core
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(mon, zmq.POLLIN)
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
         poller.register(self._rfd, zmq.POLLIN)
         why = "the client is closed"
         try:
             while True:
                 for req in core.tick():
                     self._send(req)
+                if core.switch_to is not None:
+                    self._switch(poller)
+                sock, mon = self._sock, self._mon
                 nxt = core.next_deadline()
                 ms = 1000 if nxt is None else min(1000, max(0, int((nxt - time.monotonic()) * 1000) + 1))
                 poller.poll(ms)
@@ -180,7 +237,7 @@ class Client:
             raise
         finally:
             core.close(why)
-            close_dealer(sock, mon)
+            close_dealer(self._sock, self._mon)
             with self._olock:
                 fds, self._rfd, self._wfd = (self._rfd, self._wfd), -1, -1
                 self._outbox.clear()
@@ -242,7 +299,7 @@ class Client:
         :class:`BrokerUnavailable`, ValueError/TypeError for bad arguments.
         """
         spec = build_spec(type, payload, priority, timeout, idempotency_key, delay, max_attempts,
-                          self.auto_idempotency, notify)
+                          self._auto_key(), notify)
         frames, resent = self._result(self._submit_spec(spec))
         return self._accepted(spec, frames, resent)
 
@@ -270,7 +327,7 @@ class Client:
         items all have an idempotency key (the default) are resent after a
         reconnection, as single submits are.
         """
-        n, chunks = plan_batches(items, notify, self.auto_idempotency)
+        n, chunks = plan_batches(items, notify, self._auto_key())
         results: List[Any] = [None] * n
         inflight: List[Tuple[Chunk, Optional[Request], List[Request]]] = []
         for chunk in chunks:

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import zmq
 
-from ._common import DEFAULT_EVENTS_ENDPOINT
+from ._common import DEFAULT_EVENTS_ENDPOINT, EndpointsLike, parse_endpoints
 from ._curve import PathLike, apply_curve, load_curve_keys
 from ._errors import WaitTimeout
 
@@ -22,11 +22,16 @@ class Subscription:
 
     ``timeout``: raise :class:`WaitTimeout` after that many seconds without an event
     (None: wait forever). Close it (or use ``with``) to release the socket.
+
+    ``endpoint`` may list several brokers' event endpoints (a comma-separated string
+    or a list): the SUB socket connects to all of them, and only the active broker
+    publishes.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_EVENTS_ENDPOINT, topics: Union[str, Iterable[str]] = ("stats",), *,
-                 timeout: Optional[float] = None, curve_key: Optional[PathLike] = None,
-                 curve_server_key: Optional[PathLike] = None, context: Optional[zmq.Context] = None):
+    def __init__(self, endpoint: EndpointsLike = DEFAULT_EVENTS_ENDPOINT,
+                 topics: Union[str, Iterable[str]] = ("stats",), *, timeout: Optional[float] = None,
+                 curve_key: Optional[PathLike] = None, curve_server_key: Optional[PathLike] = None,
+                 context: Optional[zmq.Context] = None):
         if isinstance(topics, str):
             topics = (topics,)
         self.topics = tuple(topics)
@@ -38,7 +43,13 @@ class Subscription:
         apply_curve(self._sock, load_curve_keys(curve_key, curve_server_key))
         for t in self.topics:
             self._sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
-        self._sock.connect(endpoint)
+        self.endpoints = tuple(parse_endpoints(endpoint))
+        try:
+            for ep in self.endpoints:
+                self._sock.connect(ep)
+        except zmq.ZMQError:
+            self._sock.close(0)
+            raise
 
     def __iter__(self) -> "Subscription":
         return self
@@ -84,8 +95,11 @@ class Subscription:
         self.close()
 
 
-def subscribe(endpoint: str = DEFAULT_EVENTS_ENDPOINT, topics: Union[str, Iterable[str]] = ("stats",), *,
+def subscribe(endpoint: EndpointsLike = DEFAULT_EVENTS_ENDPOINT, topics: Union[str, Iterable[str]] = ("stats",), *,
               timeout: Optional[float] = None, curve_key: Optional[PathLike] = None,
               curve_server_key: Optional[PathLike] = None) -> Subscription:
-    """``for topic, event in conveyor.subscribe("tcp://127.0.0.1:5557", ["stats", "task."]): ...``"""
+    """``for topic, event in conveyor.subscribe("tcp://127.0.0.1:5557", ["stats", "task."]): ...``
+
+    ``endpoint`` may be several event endpoints (active/standby brokers): a list or a
+    comma-separated string; the subscription connects to every one."""
     return Subscription(endpoint, topics, timeout=timeout, curve_key=curve_key, curve_server_key=curve_server_key)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, 
 
 import zmq
 
-from ._common import DEFAULT_WORKER_ENDPOINT, MAX_MSG_SIZE, recv_messages, send_frames
+from ._common import DEFAULT_WORKER_ENDPOINT, MAX_MSG_SIZE, EndpointsLike, parse_endpoints, recv_messages, send_frames
 from ._curve import CurveKeys, PathLike, apply_curve, load_curve_keys
 from ._errors import RetryLater
 from ._protocol import (
@@ -272,9 +272,18 @@ class Worker:
     one asyncio loop thread (cancelled with ``Task.cancel()`` on CANCEL, besides
     ``ctx.cancelled``). They return ``bytes``, ``str`` (UTF-8), ``dict``/``list``
     (sent as JSON) or None (empty result); an exception becomes FAIL with its text.
+
+    Several brokers (active/standby): ``endpoint`` may list their worker endpoints
+    (``"tcp://a:5556,tcp://b:5556"`` or a list). The worker is connected to one at a
+    time, the first at start (:attr:`endpoint`). When that broker goes silent for
+    heartbeat interval × liveness, or sends DISCONNECT, the worker abandons its
+    running tasks as on any reconnection and says READY to the next endpoint at
+    once; it waits the reconnection backoff only before coming back to the endpoint
+    where that round of the list began. A standby sends workers nothing, so the
+    worker moves on until it finds the active broker.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_WORKER_ENDPOINT, *, name: Optional[str] = None,
+    def __init__(self, endpoint: EndpointsLike = DEFAULT_WORKER_ENDPOINT, *, name: Optional[str] = None,
                  concurrency: int = 1, curve_key: Optional[PathLike] = None,
                  curve_server_key: Optional[PathLike] = None, types: Optional[Iterable[str]] = None,
                  heartbeat_interval: float = 1.0, liveness: int = 3, grace: float = 30.0,
@@ -283,7 +292,9 @@ class Worker:
             raise ValueError("concurrency must be an integer 1..1024")
         if not heartbeat_interval > 0 or int(liveness) < 1:
             raise ValueError("heartbeat_interval must be positive and liveness at least 1")
-        self.endpoint = endpoint
+        self.endpoints: Tuple[str, ...] = tuple(parse_endpoints(endpoint))
+        self._index = 0  # the endpoint in use
+        self._round_start = 0  # where the current round of failed connections began
         self.name = name or f"py-{_socket.gethostname()}-{os.getpid()}"
         if not 1 <= len(self.name.encode("utf-8")) <= 128:
             raise ValueError("worker name must be 1-128 bytes of UTF-8")
@@ -352,6 +363,11 @@ class Worker:
     def add_handler(self, task_type: Optional[str], fn: Handler, *, inline: bool = False) -> None:
         """``w.add_handler("pdf", fn)``; ``None`` for any type."""
         (self.handler(task_type, inline=inline) if task_type else self.handler(inline=inline))(fn)
+
+    @property
+    def endpoint(self) -> str:
+        """The broker endpoint in use (with several: the one the worker is at now)."""
+        return self.endpoints[self._index]
 
     @property
     def heartbeat_interval(self) -> float:
@@ -557,7 +573,7 @@ class Worker:
         s.setsockopt(zmq.RCVHWM, 100_000)
         s.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_SIZE)
         apply_curve(s, self._keys)
-        s.connect(self.endpoint)
+        s.connect(self.endpoints[self._index])
         self._sock = s
         self._poller = zmq.Poller()
         self._poller.register(s, zmq.POLLIN)
@@ -603,14 +619,22 @@ class Worker:
             self._sock.close(0)
             self._connect()
             return True
-        log.warning("%s; reconnecting in %g s", why, self._backoff)
+        # Several endpoints: the next one at once, and the backoff only before
+        # coming back to where this round of failures began (with one: every time).
+        nxt = (self._index + 1) % len(self.endpoints)
+        if nxt == self._round_start:
+            log.warning("%s; reconnecting in %g s", why, self._backoff)
+        else:
+            log.warning("%s; moving to %s", why, self.endpoints[nxt])
         self._registered.clear()
         self._abandon_all("connection_lost")
         self._sock.close(0)
         self.stats["reconnects"] += 1
-        if not self._wait_backoff():
-            return False
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        if nxt == self._round_start:
+            if not self._wait_backoff():
+                return False
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        self._index = nxt
         self._connect()
         return True
 
@@ -760,6 +784,7 @@ class Worker:
         if cmd == b"DISCONNECT" and len(msg) == 2:
             return False
         self._backoff = BACKOFF_START  # any other message: our READY was accepted (§8.3)
+        self._round_start = self._index
         if not self._registered.is_set():
             self._registered.set()
         if cmd == b"TASK" and len(msg) == 8:
