@@ -63,6 +63,19 @@ public final class Broker: @unchecked Sendable {
     private var storage = StorageHealth()
     private var heldReplies: [(peer: [UInt8], frames: [[UInt8]])] = []
     private var heldOutputs: [SchedulerOutput] = []
+    // Leadership over a shared journal (PostgreSQL): nil lease = the only broker.
+    private let lease: (any JournalLease)?
+    /// Non-nil while another broker holds the lease.
+    private var standby: Standby?
+    private var nextLeaseRenewal: Timestamp = 0
+    private var leaseRenewedAt: Timestamp = 0
+    /// Where clients reach this broker, as the lease row names it.
+    private var advertised = ""
+    /// Set when another broker took the journal over: the loop has stopped
+    /// and nothing more may be written (the CLI exits 75).
+    public private(set) var deposedReason: String?
+    /// Whether this broker is the active one (always, without a shared journal).
+    public var isActive: Bool { standby == nil && deposedReason == nil }
 
     /// - Parameter journal: nil for memory-only operation.
     public init(config: BrokerConfig, context: ZMQContext, journal: Journal?, logger: Logger, clock: any Clock = SystemClock()) {
@@ -71,6 +84,7 @@ public final class Broker: @unchecked Sendable {
         self.logger = logger
         self.clock = clock
         self.journal = journal
+        lease = journal?.backend as? any JournalLease
         startedAt = clock.now()
         scheduler = Scheduler(config: config.scheduler, now: startedAt, wallNow: clock.wallNow())
     }
@@ -107,23 +121,21 @@ public final class Broker: @unchecked Sendable {
         events = EventPublisher(socket: pub)
         bound = (try clients.lastEndpoint(), try workers.lastEndpoint(), try pub.lastEndpoint())
 
-        if let journal {
-            let t0 = clock.now()
-            var (fresh, info) = try journal.recoveredScheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow())
-            scheduler = fresh
-            fresh.drainOutput(into: &output)
-            output.removeAll()
-            // A bad row never stops the broker: it is repaired or skipped, and said so.
-            for line in info.repaired { logger.warning("journal row out of range, clamped", metadata: ["detail": "\(line)"]) }
-            for line in info.skipped { logger.error("journal row unusable, skipped", metadata: ["detail": "\(line)"]) }
-            if info.repairedCount + info.skippedCount > info.repaired.count + info.skipped.count {
-                logger.warning("more journal rows were repaired or skipped than listed", metadata: [
-                    "repaired": "\(info.repairedCount)", "skipped": "\(info.skippedCount)"])
+        advertised = config.advertiseEndpoint ?? bound.clients
+        if let journal, let lease {
+            switch try lease.acquireLease(endpoint: advertised, ttlMs: config.leaseTTLMs) {
+            case .acquired(let epoch):
+                logger.notice("journal lease taken: this broker is active", metadata: ["epoch": "\(epoch)", "journal": "\(journal.location)"])
+                try recover(journal)
+                leaseRenewedAt = clock.now()
+                nextLeaseRenewal = leaseRenewedAt + Self.leaseRenewalUs
+            case .heldElsewhere(let epoch, let endpoint):
+                standby = Standby(leader: endpoint, epoch: epoch)
+                logger.notice("standby: another broker holds the journal lease; answering not_leader until it expires", metadata: [
+                    "active": "\(endpoint.isEmpty ? "unknown" : endpoint)", "epoch": "\(epoch)", "lease_ttl_ms": "\(config.leaseTTLMs)"])
             }
-            logger.info("journal recovered", metadata: [
-                "queued": "\(info.queued)", "requeued_running": "\(info.requeuedRunning)", "delayed": "\(info.delayed)",
-                "finished": "\(info.finished)", "ms": "\((clock.now() - t0) / 1000)",
-            ])
+        } else if let journal {
+            try recover(journal)
         }
         let s = config.scheduler
         logger.info("broker started", metadata: [
@@ -147,6 +159,26 @@ public final class Broker: @unchecked Sendable {
         return bound
     }
 
+    /// Rebuilds the scheduler from the journal: at start, or when a standby takes over.
+    private func recover(_ journal: Journal) throws {
+        let t0 = clock.now()
+        let (fresh, info) = try journal.recoveredScheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow())
+        scheduler = fresh
+        scheduler.drainOutput(into: &output)
+        output.removeAll()
+        // A bad row never stops the broker: it is repaired or skipped, and said so.
+        for line in info.repaired { logger.warning("journal row out of range, clamped", metadata: ["detail": "\(line)"]) }
+        for line in info.skipped { logger.error("journal row unusable, skipped", metadata: ["detail": "\(line)"]) }
+        if info.repairedCount + info.skippedCount > info.repaired.count + info.skipped.count {
+            logger.warning("more journal rows were repaired or skipped than listed", metadata: [
+                "repaired": "\(info.repairedCount)", "skipped": "\(info.skippedCount)"])
+        }
+        logger.info("journal recovered", metadata: [
+            "queued": "\(info.queued)", "requeued_running": "\(info.requeuedRunning)", "delayed": "\(info.delayed)",
+            "finished": "\(info.finished)", "ms": "\((clock.now() - t0) / 1000)",
+        ])
+    }
+
     /// Asks the loop to stop; safe from any thread (e.g. a signal handler's queue).
     public func requestStop() { control.post(.stop) }
 
@@ -161,6 +193,20 @@ public final class Broker: @unchecked Sendable {
         let iEvents = poller.add(events.socket)
         let iControl = poller.add(fd: control.pollFD)
         while running {
+            if standby != nil {
+                // A standby answers clients not_leader, tells workers nothing, and watches the lease.
+                let ready = try poller.poll(timeoutMs: standbyPollMs())
+                if ready[iWorkers] { drain(workers, parkWorker) }
+                if ready[iClients] { drain(clients, answerNotLeader) }
+                if ready[iEvents] { events.readSubscriptions() }
+                if ready[iControl] {
+                    for c in control.drain() {
+                        if case .stop = c { running = false }
+                    }
+                }
+                if running, let s = standby, clock.now() >= s.nextAttempt { tryTakeover() }
+                continue
+            }
             let ready = try poller.poll(timeoutMs: pollTimeoutMs())
             if ready[iWorkers] { drain(workers, handleWorker) }
             if ready[iClients] { drain(clients, handleClient) }
@@ -181,6 +227,107 @@ public final class Broker: @unchecked Sendable {
             flush(now)
         }
         try finalShutdown()
+    }
+
+    // MARK: Leadership
+
+    /// The active broker renews its lease this often (spec §9.7: every second).
+    static let leaseRenewalUs: Int64 = 1_000_000
+
+    private func standbyPollMs() -> Int {
+        guard let s = standby else { return 0 }
+        let now = clock.now()
+        return s.nextAttempt <= now ? 0 : Int((s.nextAttempt - now - 1) / 1000 + 1)
+    }
+
+    /// A worker's message to a standby: nothing is answered; its READY is kept for a takeover.
+    private func parkWorker(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
+        standby?.park(frames, userID: userID, now: now)
+    }
+
+    /// Every client request to a standby: `not_leader`, naming the active broker if known.
+    private func answerNotLeader(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
+        // Not a request of ours (§3.4), or too short to carry a request id: no reply.
+        guard frames.count >= 4, frames[1] == Array("CVYC01".utf8), let s = standby else { return }
+        let command = frames[2]
+        let submit = command == Array("SUBMIT".utf8) || command == Array("SUBMIT_BATCH".utf8)
+        let rid = frames[3].count <= ClientRequest.maxRequestIDBytes ? frames[3] : []
+        _ = send(clients, frames[0], ClientReply.notLeader(requestID: rid, submit: submit, message: s.message, leader: s.leader).encode())
+    }
+
+    /// A standby's look at the lease: when it expired, take it, recover the
+    /// queue from the journal, register the workers that are waiting, serve.
+    private func tryTakeover() {
+        guard let lease, let journal, var s = standby else { return }
+        let t0 = clock.now()
+        s.nextAttempt = t0 + Standby.attemptIntervalUs
+        let status: LeaseStatus
+        do {
+            status = try lease.acquireLease(endpoint: advertised, ttlMs: config.leaseTTLMs)
+        } catch {
+            standby = s
+            logger.warning("standby cannot read the journal lease", metadata: ["error": "\(error)"])
+            return
+        }
+        switch status {
+        case .heldElsewhere(let epoch, let endpoint):
+            if endpoint != s.leader || epoch != s.epoch {
+                logger.info("standby: the active broker changed", metadata: ["active": "\(endpoint)", "epoch": "\(epoch)"])
+            }
+            s.leader = endpoint
+            s.epoch = epoch
+            standby = s
+        case .acquired(let epoch):
+            standby = nil
+            do {
+                try recover(journal)
+            } catch {
+                depose("took the journal lease (epoch \(epoch)) but could not recover from the journal: \(error)")
+                try? lease.releaseLease()
+                return
+            }
+            let now = clock.now()
+            leaseRenewedAt = now
+            nextLeaseRenewal = now + Self.leaseRenewalUs
+            let liveness = config.scheduler.heartbeatIntervalMs * 1000 * Int64(config.scheduler.heartbeatLiveness)
+            let waiting = s.readiesToReplay(now: now, withinUs: liveness)
+            for r in waiting { handleWorker(r.frames, now, r.userID) }
+            logger.notice("took over: the previous active broker's lease expired; this broker is active", metadata: [
+                "epoch": "\(epoch)", "previous_epoch": "\(s.epoch)", "queued": "\(scheduler.queueSize)",
+                "workers_waiting": "\(waiting.count)", "takeover_ms": "\((now - t0) / 1000)",
+            ])
+            nextHeartbeat = now
+            nextStats = now
+        }
+    }
+
+    /// The active broker's renewal; a lease another broker took deposes it,
+    /// and so does a whole TTL without a renewal (it cannot know who leads).
+    private func renewLease(_ now: Timestamp) {
+        guard let lease, standby == nil, deposedReason == nil, now >= nextLeaseRenewal else { return }
+        nextLeaseRenewal = now + Self.leaseRenewalUs
+        do {
+            try lease.renewLease(ttlMs: config.leaseTTLMs)
+            leaseRenewedAt = now
+        } catch let f as JournalFenced {
+            depose(f.description)
+        } catch {
+            if now - leaseRenewedAt >= config.leaseTTLMs * 1000 {
+                depose("the journal lease could not be renewed for \(config.leaseTTLMs) ms (\(error)); another broker may have taken over")
+            } else {
+                logger.warning("journal lease renewal failed; retrying", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Another broker leads now: stop at once, write nothing more, and send
+    /// the workers on (they move to the next broker in their list).
+    private func depose(_ reason: String) {
+        guard deposedReason == nil else { return }
+        deposedReason = reason
+        logger.critical("deposed: this broker stops serving at once", metadata: ["reason": "\(reason)"])
+        for w in scheduler.allWorkers { sendToWorker(w.peer, .disconnect) }
+        running = false
     }
 
     // MARK: Handle
@@ -510,12 +657,14 @@ public final class Broker: @unchecked Sendable {
         // Includes holds and rate windows running out: no busy polling.
         if let d = scheduler.nextDeadline(now: now) { next = min(next, d) }
         if storage.isDegraded { next = min(next, storage.retryAt) }
+        if lease != nil { next = min(next, nextLeaseRenewal) }
         // Saturating: a deadline can be "never" (Int64.max).
         let ms = next <= now ? 0 : (next - now - 1) / 1000 + 1
         return Int(min(ms, config.scheduler.heartbeatIntervalMs))
     }
 
     private func timers(_ now: Timestamp) {
+        renewLease(now)
         if now >= nextHeartbeat {
             for w in scheduler.allWorkers { sendToWorker(w.peer, .heartbeat) }
             if !workerBatch.isEmpty { workerBatch = workerBatch.filter { scheduler.worker($0.key) != nil } }
@@ -585,6 +734,9 @@ public final class Broker: @unchecked Sendable {
             }
             guard storage.mayCommit(now) else { return false }
             try journal.commit()
+        } catch let f as JournalFenced {
+            depose(f.description)
+            return false
         } catch {
             if storage.failed("\(error)", now: now) {
                 logger.critical("journal commit failed: storage unavailable; the broker keeps running degraded — submissions and changes are refused storage_unavailable, reads go on, running tasks finish into memory, and the commit is retried until it succeeds",
@@ -849,6 +1001,15 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func finalShutdown() throws {
+        if deposedReason != nil || standby != nil {
+            // Deposed (another broker leads: nothing more may be written) or
+            // never active (nothing staged): close and go.
+            try? journal?.close()
+            closeSockets()
+            if let reason = deposedReason { throw BrokerError(reason, exitCode: BrokerError.deposedExitCode) }
+            logger.info("standby broker stopped")
+            return
+        }
         let now = clock.now()
         flush(now)
         // Storage still failing: a few more tries before stopping without what it could not take.
@@ -864,6 +1025,12 @@ public final class Broker: @unchecked Sendable {
         if let journal {
             do { try journal.commit() } catch {
                 logger.error("final journal commit failed", metadata: ["error": "\(error)"])
+            }
+            if let lease, journal.uncommittedChanges == 0 {
+                // A clean stop: the standby takes over now instead of after the TTL.
+                do { try lease.releaseLease() } catch {
+                    logger.warning("could not release the journal lease; the standby takes over when it expires", metadata: ["error": "\(error)"])
+                }
             }
             if storage.isDegraded || journal.uncommittedChanges > 0 {
                 lost = "stopped while the journal could not be written (\(storage.error ?? "unknown error")): \(journal.uncommittedChanges) changes were not journaled; none was acknowledged (their replies were held), and their tasks run again after a restart"
@@ -885,14 +1052,18 @@ public final class Broker: @unchecked Sendable {
                 }
             }
         }
+        closeSockets()
+        logger.info("broker stopped")
+        if let lost { throw BrokerError(lost) }
+    }
+
+    private func closeSockets() {
         // Give the last replies and DISCONNECTs a moment to leave.
         for s in [clients, workers] { try? s?.setLinger(ms: 1000) }
         clients.close()
         workers.close()
         events.socket.close()
         zap?.stop()
-        logger.info("broker stopped")
-        if let lost { throw BrokerError(lost) }
     }
 }
 

@@ -16,6 +16,12 @@ public struct BrokerConfig: Sendable {
     public var curveDirectory: String?
     /// How often the allowlists are re-read for revocations (also on SIGHUP).
     public var allowlistReloadMs: Int64 = 5000
+    /// How long the journal's lease lasts unless renewed (`--lease-ttl`): with
+    /// a shared journal, how long a dead active broker keeps the standby waiting.
+    public var leaseTTLMs: Int64 = 5000
+    /// Where clients reach this broker (`--advertise`), for a standby to name
+    /// in `not_leader`; nil = the client endpoint as bound.
+    public var advertiseEndpoint: String?
 
     public init() {}
 }

@@ -106,6 +106,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         switch reply {
         case .error(_, let code, let message):
             return fromBroker(code: code, message: message)
+        case .notLeader(_, _, let message, _):
+            return fromBroker(code: ErrorCode.notLeader.rawValue, message: message)
         default:
             return APIError(.badGateway, "bad_gateway", "unexpected reply from the broker")
         }
@@ -129,6 +131,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, CustomStringConverti
         case .notCancellable: return APIError(.conflict, code, message)
         case .badRequest: return APIError(.badRequest, code, message)
         case .forbidden: return APIError(.forbidden, code, message)
+        // Only reaches here when every broker the gateway knows was a standby.
+        case .notLeader: return APIError(.serviceUnavailable, code, "no active broker answered (\(message)); retry shortly", headers: [.retryAfter: "1"])
         case .unknownCommand, .unsupportedVersion: return APIError(.badGateway, code, message)
         }
     }

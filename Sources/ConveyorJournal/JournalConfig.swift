@@ -13,6 +13,8 @@ public struct JournalConfig: Sendable {
     }
 
     public var dataDirectory = "./data"
+    /// The journal file's name inside `dataDirectory` (`--journal sqlite:DIR/NAME` names another).
+    public var fileName = SQLiteJournal.fileName
     public var durability: Durability = .fsync
     /// In `batch` mode, the longest time a written batch may wait for its fsync:
     /// what a machine crash (not a broker crash) can lose.
@@ -26,7 +28,7 @@ public struct JournalConfig: Sendable {
     /// The journal file inside `dataDirectory`.
     public var journalPath: String {
         let dir = dataDirectory.hasSuffix("/") ? String(dataDirectory.dropLast()) : dataDirectory
-        return (dir.isEmpty ? "." : dir) + "/" + SQLiteJournal.fileName
+        return (dir.isEmpty ? "." : dir) + "/" + fileName
     }
 
     /// The high-water mark next to the journal file (`HighWaterMark`).

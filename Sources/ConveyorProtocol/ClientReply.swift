@@ -17,6 +17,10 @@ public enum ClientReply: Equatable, Sendable {
     case type(requestID: [UInt8], json: [UInt8])
     case pong(requestID: [UInt8])
     case error(requestID: [UInt8], code: String, message: String)
+    /// A standby broker's answer to anything (1.2, §9.7): REJECTED (`submit`:
+    /// to SUBMIT and SUBMIT_BATCH) or ERROR with code `not_leader`, and frame 5
+    /// `leader`, the active broker's client endpoint ("" when unknown).
+    case notLeader(requestID: [UInt8], submit: Bool, message: String, leader: String)
     case progress(id: TaskID, percent: UInt8?, message: String)
     case finished(id: TaskID, state: String, body: [UInt8])
 
@@ -24,7 +28,7 @@ public enum ClientReply: Equatable, Sendable {
     public var requestID: [UInt8]? {
         switch self {
         case .accepted(let r, _, _, _), .rejected(let r, _, _), .submitted(let r, _), .status(let r, _), .cancelled(let r, _, _), .stats(let r, _),
-             .tasks(let r, _), .dead(let r, _), .type(let r, _), .pong(let r), .error(let r, _, _):
+             .tasks(let r, _), .dead(let r, _), .type(let r, _), .pong(let r), .error(let r, _, _), .notLeader(let r, _, _, _):
             r
         case .progress, .finished: nil
         }
@@ -57,6 +61,8 @@ public enum ClientReply: Equatable, Sendable {
         case .type(let r, let j): return [h, Array("TYPE".utf8), r, j]
         case .pong(let r): return [h, Array("PONG".utf8), r]
         case .error(let r, let c, let m): return [h, Array("ERROR".utf8), r, Array(c.utf8), Array(m.utf8)]
+        case .notLeader(let r, let submit, let m, let leader):
+            return [h, Array((submit ? "REJECTED" : "ERROR").utf8), r, Array(ErrorCode.notLeader.rawValue.utf8), Array(m.utf8), Array(leader.utf8)]
         case .progress(let id, let p, let m): return [h, Array("PROGRESS".utf8), id.bytes, p.map { Frames.ascii($0) } ?? [], Array(m.utf8)]
         case .finished(let id, let s, let b): return [h, Array("FINISHED".utf8), id.bytes, Array(s.utf8), b]
         }
@@ -110,6 +116,11 @@ public enum ClientReply: Equatable, Sendable {
                 }
             }
             return .submitted(requestID: r, outcomes: outcomes)
+        case "REJECTED" where frames.count == 6, "ERROR" where frames.count == 6:
+            guard frames[3] == Array(ErrorCode.notLeader.rawValue.utf8) else {
+                throw .bad("\(s(frames[1])) takes 5 frames (6 only with not_leader), got 6", r)
+            }
+            return .notLeader(requestID: r, submit: frames[1] == Array("REJECTED".utf8), message: s(frames[4]), leader: s(frames[5]))
         case "REJECTED":
             try Frames.expect(frames, count: 5...5, "REJECTED", r)
             return .rejected(requestID: r, code: s(frames[3]), message: s(frames[4]))

@@ -17,7 +17,10 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     /// The journal cannot commit (disk full, I/O error, read-only file system):
     /// the request needs it and was not carried out; retry later (§10).
     case storageUnavailable = "storage_unavailable"
+    /// A standby broker answered: the active one (named in the reply's
+    /// `leader` frame, if known) serves requests (§9.7, 1.2).
+    case notLeader = "not_leader"
 
     /// What a client may do about it: submissions refused for these may succeed later.
-    public var isTransient: Bool { self == .queueFull || self == .shuttingDown || self == .storageUnavailable }
+    public var isTransient: Bool { self == .queueFull || self == .shuttingDown || self == .storageUnavailable || self == .notLeader }
 }

@@ -30,6 +30,12 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Comma-separated task types to accept; others are rejected unknown_type (env CONVEYOR_TASK_TYPES; default any).") var types: String?
     @Option(help: "Largest payload in bytes, 0-268435456 (env CONVEYOR_MAX_PAYLOAD_BYTES, default 10485760).") var maxPayload: Int?
     @Option(help: "Journal directory (env CONVEYOR_DATA_DIR, default ./data).") var dataDir: String?
+    @Option(help: "Where the journal is: sqlite:PATH (a file; default DATA_DIR/conveyor-journal.sqlite) or postgres://USER@HOST:PORT/DB[?schema=NAME], password from PGPASSWORD or .pgpass (env CONVEYOR_JOURNAL).")
+    var journal: String?
+    @Option(help: "Seconds the shared journal's lease lasts unless renewed: how long a dead active broker keeps the standby waiting, 1-300 (env CONVEYOR_LEASE_TTL, default 5; PostgreSQL journals).")
+    var leaseTTL: Double?
+    @Option(help: "The client endpoint a standby names in not_leader replies, e.g. tcp://10.0.0.5:5555 (env CONVEYOR_ADVERTISE, default the --clients endpoint as bound).")
+    var advertise: String?
     @Option(help: "fsync (default), batch or none (env CONVEYOR_DURABILITY).") var durability: String?
     @Option(help: "Seconds finished tasks keep their results, 1-31536000 (env CONVEYOR_RESULT_TTL, default 86400).") var resultTTL: Int64?
     @Option(help: "Per-type concurrency across the pool, e.g. youtube=2,pdf=3 (env CONVEYOR_TYPE_CONCURRENCY).") var typeConcurrency: String?
@@ -96,6 +102,13 @@ struct BrokerCommand: ParsableCommand {
         s.policy = try policyConfig()
         config.scheduler = s
         config.journal.dataDirectory = dataDir ?? env("CONVEYOR_DATA_DIR") ?? "./data"
+        let location = try JournalLocation(journal ?? env("CONVEYOR_JOURNAL"))
+        if case .sqlite(let dir, let name)? = location {
+            config.journal.dataDirectory = dir
+            config.journal.fileName = name
+        }
+        if let ttl = try seconds(leaseTTL, "CONVEYOR_LEASE_TTL", "--lease-ttl", range: 1...300) { config.leaseTTLMs = Int64(ttl * 1000) }
+        if let a = advertise ?? env("CONVEYOR_ADVERTISE") { config.advertiseEndpoint = try validateEndpoint(a, "--advertise") }
         let mode = durability ?? env("CONVEYOR_DURABILITY") ?? "fsync"
         guard let d = JournalConfig.Durability(rawValue: mode) else {
             throw ValidationError("--durability must be fsync, batch or none, got '\(mode)'")
@@ -119,7 +132,7 @@ struct BrokerCommand: ParsableCommand {
         let context = ZMQContext()
         let journal: Journal?
         do {
-            journal = try SQLiteJournal.open(config.journal).map { Journal($0) }
+            journal = try location?.open(config.journal, logger: logger) ?? SQLiteJournal.open(config.journal).map { Journal($0) }
         } catch {
             logger.critical("cannot open journal: \(error)")
             throw ExitCode(1)
@@ -141,7 +154,11 @@ struct BrokerCommand: ParsableCommand {
         emit("conveyor broker ready clients=\(bound.clients) workers=\(bound.workers) events=\(bound.events)")
         onTerminationSignal { broker.requestStop() }
         onSignal(SIGHUP) { broker.requestKeyReload() }
-        do { try broker.run() } catch {
+        do { try broker.run() } catch let e as BrokerError {
+            logger.critical("broker stopped: \(e)")
+            context.terminate()
+            throw ExitCode(e.exitCode)
+        } catch {
             logger.critical("broker loop failed: \(error)")
             throw ExitCode(1)
         }
