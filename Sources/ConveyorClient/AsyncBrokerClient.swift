@@ -66,9 +66,16 @@ public enum TaskUpdate: Sendable, Equatable {
 /// itself and the next request goes through.
 public final class AsyncBrokerClient: Sendable {
     public struct Configuration: Sendable {
-        /// The broker's client endpoint.
-        public var endpoint: String
-        /// The broker's event (XPUB) endpoint; nil: no event subscription.
+        /// The broker's client endpoint: the first of `endpoints`.
+        public var endpoint: String {
+            get { endpoints[0] }
+            set { endpoints = [newValue] }
+        }
+        /// Every broker to try (an active and its standbys, spec §9.7): requests
+        /// follow `not_leader` and move on after `failoverAfterMs` of silence.
+        public var endpoints: [String]
+        /// The broker's event (XPUB) endpoint, or several comma-separated
+        /// (every broker's: only the active one publishes); nil: no event subscription.
         public var eventsEndpoint: String?
         /// Where to republish the event stream (XPUB, bound here); nil: not at all.
         public var eventsOutEndpoint: String?
@@ -86,7 +93,11 @@ public final class AsyncBrokerClient: Sendable {
         public var eventsOutSecurity: SocketProfile.Security = .none
 
         public init(endpoint: String, eventsEndpoint: String? = nil, eventsOutEndpoint: String? = nil) {
-            self.endpoint = endpoint
+            self.init(endpoints: [endpoint], eventsEndpoint: eventsEndpoint, eventsOutEndpoint: eventsOutEndpoint)
+        }
+
+        public init(endpoints: [String], eventsEndpoint: String? = nil, eventsOutEndpoint: String? = nil) {
+            self.endpoints = endpoints.isEmpty ? ["tcp://127.0.0.1:5555"] : endpoints
             self.eventsEndpoint = eventsEndpoint
             self.eventsOutEndpoint = eventsOutEndpoint
         }
@@ -161,7 +172,8 @@ public final class AsyncBrokerClient: Sendable {
     ///   `CancellationError` if the calling task is cancelled.
     public func call(timeoutMs: Int? = nil, _ make: ([UInt8]) -> ClientRequest) async throws -> ClientReply {
         let id = counter.add(1, ordering: .relaxed).newValue
-        let frames = make(Self.requestID(id)).encode()
+        // With several brokers every submission carries a key: a resend never doubles a task.
+        let frames = BrokerEndpoints(configuration.endpoints).keyed(make(Self.requestID(id))).encode()
         let timeout = timeoutMs ?? configuration.timeoutMs
         let mailbox = self.mailbox
         if stopRequested.load(ordering: .relaxed) { throw ClientError.transport(ZMQError.terminated("client stopped")) }
@@ -289,12 +301,25 @@ private final class EventLoop {
     struct Pending {
         let continuation: CheckedContinuation<ClientReply, any Error>
         let timeoutMs: Int
+        /// Kept for a resend to another broker (several endpoints only).
+        let frames: [[UInt8]]
+        /// When it was last sent; nil while waiting for a connection (failover only).
+        var sentAt: Int64?
+        /// Since when the current broker has had it (failover only).
+        var since: Int64
     }
 
     let configuration: AsyncBrokerClient.Configuration
     let mailbox: Mailbox<Command>
     let registry: SubscriberRegistry
-    let dealers: [ZMQSocket]
+    let context: ZMQContext
+    var dealers: [ZMQSocket]
+    /// Which broker the dealers talk to.
+    var ring: BrokerEndpoints
+    /// The dealers were replaced: the poller must be rebuilt.
+    var dealersChanged = false
+    /// No failover before this (after a not_leader naming nobody).
+    var pauseUntil: Int64 = 0
     let sub: ZMQSocket?
     let xpub: ZMQSocket?
     let xpubBound: String?
@@ -312,18 +337,14 @@ private final class EventLoop {
         self.configuration = configuration
         self.mailbox = mailbox
         self.registry = registry
-        var ds: [ZMQSocket] = []
-        for _ in 0..<max(1, configuration.sockets) {
-            let d = try context.socket(SocketRoles.clientDealer(
-                security: configuration.security, immediate: true, maxMessageSize: configuration.maxMessageSize))
-            try d.connect(configuration.endpoint)
-            ds.append(d)
-        }
-        dealers = ds
+        self.context = context
+        ring = BrokerEndpoints(configuration.endpoints)
+        dealers = try Self.dealers(context, configuration, ring.current)
         if let e = configuration.eventsEndpoint {
             let s = try context.socket(SocketRoles.subscriber(
                 security: configuration.security, topics: configuration.topics, maxMessageSize: configuration.maxMessageSize))
-            try s.connect(e)
+            // Every broker's events: only the active one publishes.
+            for one in e.split(separator: ",") { try s.connect(String(one).trimmingCharacters(in: .whitespaces)) }
             sub = s
         } else {
             sub = nil
@@ -339,15 +360,36 @@ private final class EventLoop {
         }
     }
 
+    static func dealers(_ context: ZMQContext, _ configuration: AsyncBrokerClient.Configuration, _ endpoint: String) throws(ZMQError) -> [ZMQSocket] {
+        var ds: [ZMQSocket] = []
+        for _ in 0..<max(1, configuration.sockets) {
+            let d = try context.socket(SocketRoles.clientDealer(
+                security: configuration.security, immediate: true, maxMessageSize: configuration.maxMessageSize))
+            try d.connect(endpoint)
+            ds.append(d)
+        }
+        return ds
+    }
+
     func run() {
         var poller = ZMQPoller()
-        let mbIndex = poller.add(fd: mailbox.pollFD)
-        let dealerIndex = dealers.map { poller.add($0) }
-        let subIndex = sub.map { poller.add($0) }
-        let xpubIndex = xpub.map { poller.add($0) }
+        var mbIndex = poller.add(fd: mailbox.pollFD)
+        var dealerIndex = dealers.map { poller.add($0) }
+        var subIndex = sub.map { poller.add($0) }
+        var xpubIndex = xpub.map { poller.add($0) }
         while running {
+            if dealersChanged {
+                dealersChanged = false
+                poller = ZMQPoller()
+                mbIndex = poller.add(fd: mailbox.pollFD)
+                dealerIndex = dealers.map { poller.add($0) }
+                subIndex = sub.map { poller.add($0) }
+                xpubIndex = xpub.map { poller.add($0) }
+            }
             let now = nowMs()
-            let wait = deadlines.peek.map { Int(max(0, min($0.deadline - now, 1000))) } ?? 1000
+            // With failover, unsent and unanswered requests are looked at often.
+            let tick = ring.failsOver && !pending.isEmpty ? 50 : 1000
+            let wait = deadlines.peek.map { Int(max(0, min($0.deadline - now, Int64(tick)))) } ?? tick
             let ready: [Bool]
             do { ready = try poller.poll(timeoutMs: wait) } catch {
                 if error.isTerminated { break }
@@ -359,6 +401,7 @@ private final class EventLoop {
             for (i, idx) in dealerIndex.enumerated() where ready[idx] { readReplies(dealers[i]) }
             if let s = sub, let idx = subIndex, ready[idx] { readEvents(s) }
             if let x = xpub, let idx = xpubIndex, ready[idx] { readSubscriptions(x) }
+            if ring.failsOver { failOver(nowMs()) }
             expire(nowMs())
         }
         let left = pending
@@ -395,13 +438,20 @@ private final class EventLoop {
                 do {
                     if try d.send(frames, dontWait: true) {
                         next = (next + k + 1) % dealers.count
-                        pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs)
+                        pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs, frames: ring.failsOver ? frames : [], sentAt: nowMs(), since: nowMs())
                         deadlines.push(deadline: nowMs() + Int64(timeoutMs), id: id)
                         return
                     }
                 } catch {
                     lastError = error
                 }
+            }
+            if ring.failsOver && (lastError == nil || lastError?.isAgain == true) {
+                // Not connected to this broker: another may be up. Held until a
+                // connection takes it or the call times out (`failOver`).
+                pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs, frames: frames, sentAt: nil, since: nowMs())
+                deadlines.push(deadline: nowMs() + Int64(timeoutMs), id: id)
+                return
             }
             if let e = lastError, !e.isAgain {
                 continuation.resume(throwing: ClientError.transport(e))
@@ -418,6 +468,12 @@ private final class EventLoop {
                 // proto §3.4: ignore broker messages that do not parse.
                 guard let reply = try? ClientReply.decode(frames) else { return }
                 if let rid = reply.requestID {
+                    if case .notLeader(_, _, _, let leader) = reply, ring.failsOver || !leader.isEmpty,
+                       let id = AsyncBrokerClient.decodeRequestID(rid), pending[id] != nil {
+                        // A standby answered: go where it points; everything unanswered goes again.
+                        follow(leader: leader)
+                        return
+                    }
                     if let id = AsyncBrokerClient.decodeRequestID(rid), let p = pending.removeValue(forKey: id) {
                         p.continuation.resume(returning: reply)
                     }
@@ -428,6 +484,45 @@ private final class EventLoop {
         } catch {
             if error.isTerminated { running = false }
         }
+    }
+
+    // MARK: Failover (several endpoints)
+
+    /// After a `not_leader`: to the broker it names, or the next after a pause.
+    func follow(leader: String) {
+        let (endpoint, pause) = ring.notLeader(leader: leader)
+        pauseUntil = nowMs() + Int64(pause)
+        switchTo(endpoint)
+    }
+
+    /// New dealers on `endpoint`; every unanswered request is sent again there.
+    func switchTo(_ endpoint: String) {
+        for d in dealers {
+            try? d.setLinger(ms: 0)
+            d.close()
+        }
+        guard let fresh = try? Self.dealers(context, configuration, endpoint) else { return }
+        dealers = fresh
+        dealersChanged = true
+        let now = nowMs()
+        for id in pending.keys {
+            pending[id]?.sentAt = nil
+            pending[id]?.since = now
+        }
+    }
+
+    /// Sends what waits for a connection; moves to the next broker when a
+    /// request went unanswered (or unsent) for `failoverAfterMs`.
+    func failOver(_ now: Int64) {
+        guard !pending.isEmpty, now >= pauseUntil else { return }
+        var stale = false
+        for (id, p) in pending {
+            if now - p.since >= Int64(BrokerEndpoints.failoverAfterMs) { stale = true }
+            if p.sentAt == nil, let d = dealers.first, (try? d.send(p.frames, dontWait: true)) == true {
+                pending[id]?.sentAt = now
+            }
+        }
+        if stale { switchTo(ring.next()) }
     }
 
     func readEvents(_ socket: ZMQSocket) {

@@ -28,17 +28,39 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
 /// A blocking client of the broker's client protocol, for one thread (the CLI,
 /// tests, benchmarks). Replies are matched to requests by request id; PROGRESS
 /// and FINISHED notifications that arrive meanwhile are kept for `nextNotification`.
+/// Given an active and standby brokers, `call` follows `not_leader` and moves
+/// on after silence (`BrokerEndpoints`).
 public final class BrokerClient {
-    public let endpoint: String
-    private let socket: ZMQSocket
+    /// The endpoint in use.
+    public var endpoint: String { endpoints.current }
+    public private(set) var endpoints: BrokerEndpoints
+    private let context: ZMQContext
+    private let security: SocketProfile.Security
+    private var socket: ZMQSocket
     private var counter: UInt64 = 0
     private var notifications: [ClientReply] = []
     private var replies: [[UInt8]: ClientReply] = [:]
 
-    public init(context: ZMQContext, endpoint: String, security: SocketProfile.Security = .none) throws {
-        self.endpoint = endpoint
+    public convenience init(context: ZMQContext, endpoint: String, security: SocketProfile.Security = .none) throws {
+        try self.init(context: context, endpoints: BrokerEndpoints([endpoint]), security: security)
+    }
+
+    public init(context: ZMQContext, endpoints: BrokerEndpoints, security: SocketProfile.Security = .none) throws {
+        self.endpoints = endpoints
+        self.context = context
+        self.security = security
         socket = try context.socket(SocketRoles.clientDealer(security: security))
-        try socket.connect(endpoint)
+        try socket.connect(endpoints.current)
+    }
+
+    /// A new socket on `endpoint` (the old one's queued messages are dropped: linger 0).
+    private func reconnect(to endpoint: String) throws {
+        try? socket.setLinger(ms: 0)
+        socket.close()
+        do {
+            socket = try context.socket(SocketRoles.clientDealer(security: security))
+            try socket.connect(endpoint)
+        } catch let e as ZMQError { throw ClientError.transport(e) }
     }
 
     public func close() { socket.close() }
@@ -68,23 +90,52 @@ public final class BrokerClient {
         do { return try ClientReply.decode(frames) } catch { throw ClientError.protocolError(error) }
     }
 
-    /// Sends a request and waits for its reply.
+    /// Sends a request and waits for its reply. With several brokers, a
+    /// `not_leader` or `failoverAfterMs` of silence sends it again to the next
+    /// (same request id; submissions carry an idempotency key, so a resend
+    /// never doubles a task); `timeoutMs` bounds the whole call.
     public func call(timeoutMs: Int = 5000, _ make: ([UInt8]) -> ClientRequest) throws -> ClientReply {
         let rid = nextRequestID()
-        try send(make(rid))
+        let request = endpoints.keyed(make(rid))
+        try send(request)
         let deadline = nowMs() + Int64(timeoutMs)
+        var resendAt = endpoints.failsOver ? nowMs() + Int64(BrokerEndpoints.failoverAfterMs) : Int64.max
+        var lastLeaderHint: ClientReply?
         while true {
-            if let r = replies.removeValue(forKey: rid) { return r }
-            let left = deadline - nowMs()
-            guard left > 0, let reply = try receive(timeoutMs: Int(left)) else {
-                throw ClientError.timeout(endpoint: endpoint, ms: timeoutMs)
-            }
-            if let id = reply.requestID {
-                if id == rid { return reply }
-                replies[id] = reply
+            let reply: ClientReply
+            if let r = replies.removeValue(forKey: rid) {
+                reply = r
             } else {
-                notifications.append(reply)
+                let now = nowMs()
+                guard now < deadline else {
+                    if let hint = lastLeaderHint { return hint } // only standbys answered: say so
+                    throw ClientError.timeout(endpoint: endpoint, ms: timeoutMs)
+                }
+                if now >= resendAt {
+                    try reconnect(to: endpoints.next())
+                    try send(request)
+                    resendAt = now + Int64(BrokerEndpoints.failoverAfterMs)
+                    continue
+                }
+                guard let r = try receive(timeoutMs: Int(min(deadline, resendAt) - now)) else { continue }
+                guard let id = r.requestID else {
+                    notifications.append(r)
+                    continue
+                }
+                guard id == rid else {
+                    replies[id] = r
+                    continue
+                }
+                reply = r
             }
+            guard case .notLeader(_, _, _, let leader) = reply, endpoints.failsOver || !leader.isEmpty else { return reply }
+            // A standby answered: go where it points, and ask again.
+            lastLeaderHint = reply
+            let (next, pause) = endpoints.notLeader(leader: leader)
+            if pause > 0 { usleep(UInt32(min(Int64(pause), max(0, deadline - nowMs())) * 1000)) }
+            try reconnect(to: next)
+            try send(request)
+            resendAt = endpoints.failsOver ? nowMs() + Int64(BrokerEndpoints.failoverAfterMs) : deadline
         }
     }
 

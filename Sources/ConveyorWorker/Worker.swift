@@ -13,7 +13,16 @@ import ZeroMQ
 /// again, so a restarted broker gets its workers back by itself.
 public final class Worker: @unchecked Sendable {
     public struct Options: Sendable {
-        public var brokerEndpoint: String
+        /// The broker's worker endpoint; with several brokers (active and
+        /// standby), the first of `brokerEndpoints`.
+        public var brokerEndpoint: String {
+            get { brokerEndpoints.first ?? "" }
+            set { brokerEndpoints = [newValue] }
+        }
+        /// Every broker to try, in order (spec §9.7): on silence or DISCONNECT
+        /// the worker moves to the next one at once, and waits the §8.3 backoff
+        /// only when a whole round found no broker.
+        public var brokerEndpoints: [String]
         public var name: String
         /// CURVE keys for the connection (`--curve-key`, `--curve-server-key`).
         public var security: SocketProfile.Security = .none
@@ -28,7 +37,11 @@ public final class Worker: @unchecked Sendable {
         public var maxTasks: Int?
 
         public init(brokerEndpoint: String, name: String) {
-            self.brokerEndpoint = brokerEndpoint
+            self.init(brokerEndpoints: [brokerEndpoint], name: name)
+        }
+
+        public init(brokerEndpoints: [String], name: String) {
+            self.brokerEndpoints = brokerEndpoints.isEmpty ? ["tcp://127.0.0.1:5556"] : brokerEndpoints
             self.name = name
         }
     }
@@ -59,6 +72,10 @@ public final class Worker: @unchecked Sendable {
     private var lastSent: Int64 = 0
     private var backoffMs: Int64 = 1000
     private var reconnectAt: Int64?
+    /// The endpoint in use (index into `brokerEndpoints`), and where the
+    /// current round of the list began (the last one that registered us).
+    private var current = 0
+    private var roundStart = 0
     private var registeredOK = false
     private var stopping = false
     private var stopDeadline: Int64 = 0
@@ -125,7 +142,7 @@ public final class Worker: @unchecked Sendable {
     private func connect() throws {
         socket?.close()
         let s = try context.socket(SocketRoles.workerDealer(security: options.security))
-        try s.connect(options.brokerEndpoint)
+        try s.connect(options.brokerEndpoints[current])
         socket = s
         reconnectAt = nil
         registeredOK = false
@@ -139,14 +156,23 @@ public final class Worker: @unchecked Sendable {
         let pending = backlog
         backlog.removeAll()
         for m in pending { send(m) }
-        logger.info("registering with broker", metadata: ["broker": "\(options.brokerEndpoint)", "name": "\(options.name)"])
+        logger.info("registering with broker", metadata: ["broker": "\(options.brokerEndpoints[current])", "name": "\(options.name)"])
     }
 
-    private func scheduleReconnect() {
+    /// Leaves the current broker for the next endpoint: at once while the
+    /// round of the list goes on, after the backoff (doubling to 32 s) when it
+    /// comes back to where it began — with one endpoint, every time (§8.3).
+    private func scheduleReconnect(soonMs: Int64? = nil) {
         socket?.close()
         socket = nil
-        reconnectAt = monotonicMs() + backoffMs
-        backoffMs = min(backoffMs * 2, 32_000)
+        let next = (current + 1) % options.brokerEndpoints.count
+        current = next
+        if next != roundStart {
+            reconnectAt = monotonicMs()
+        } else {
+            reconnectAt = monotonicMs() + (soonMs ?? backoffMs)
+            if soonMs == nil { backoffMs = min(backoffMs * 2, 32_000) }
+        }
     }
 
     private func send(_ m: WorkerMessage) {
@@ -185,6 +211,7 @@ public final class Worker: @unchecked Sendable {
             if !registeredOK && message != .disconnect {
                 registeredOK = true
                 backoffMs = 1000
+                roundStart = current
             }
             switch message {
             case .heartbeat: break
@@ -210,12 +237,14 @@ public final class Worker: @unchecked Sendable {
                     // No WELCOME, DISCONNECT instead: a 1.0 broker that took our READY option for malformed (§6.2).
                     logger.info("broker refused READY options; registering as a 1.0 worker")
                     plainReady = true
-                } else {
-                    logger.info("broker asked us to reconnect")
+                    socket?.close()
+                    socket = nil
+                    reconnectAt = monotonicMs() + 100 // the same broker, without the options
+                    return
                 }
+                logger.info("broker asked us to reconnect")
                 backoffMs = 1000
-                scheduleReconnect()
-                reconnectAt = monotonicMs() + 100
+                scheduleReconnect(soonMs: 100)
                 return
             }
         }

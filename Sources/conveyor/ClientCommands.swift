@@ -22,6 +22,11 @@ func failOnError(_ reply: ClientReply) throws {
         writeErr("conveyor: \(code): \(message)")
         throw ExitCode(1)
     }
+    if case .notLeader(_, _, let message, let leader) = reply {
+        // Only standbys answered (a list of brokers found no active one, or one standby was asked).
+        writeErr("conveyor: \(ErrorCode.notLeader.rawValue): \(message)" + (leader.isEmpty ? "" : "; try --broker \(leader)"))
+        throw ExitCode(1)
+    }
 }
 
 struct SubmitCommand: ParsableCommand {

@@ -25,7 +25,7 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: "Address to listen on (env CONVEYOR_GATEWAY_HOST, default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on, 0-65535, 0 for an ephemeral one (env CONVEYOR_GATEWAY_PORT, default 8001).") var port: Int?
     @OptionGroup var broker: BrokerEndpointOption
-    @Option(help: "The broker's event endpoint (env CONVEYOR_EVENTS_ENDPOINT, default tcp://127.0.0.1:5557).") var events: String?
+    @Option(help: "The broker's event endpoint, or every broker's, comma-separated (env CONVEYOR_EVENTS_ENDPOINT, default tcp://127.0.0.1:5557).") var events: String?
     @Option(help: "Republish the broker's events on this XPUB endpoint, e.g. tcp://127.0.0.1:5558 (env CONVEYOR_EVENTS_OUT; default: off).")
     var eventsOut: String?
     @Option(help: "Milliseconds to wait for the broker before answering 503, 10-600000 (env CONVEYOR_GATEWAY_TIMEOUT_MS, default 5000).")
@@ -75,9 +75,11 @@ struct GatewayCommand: ParsableCommand {
         } catch let e as TokenParseError {
             throw ValidationError(e.description)
         }
-        let brokerEndpoint = try broker.endpoint
+        let brokerEndpoints = try broker.endpoints
         let curveKeys = try broker.curve.keys
-        let eventsEndpoint = try validateEndpoint(events ?? env("CONVEYOR_EVENTS_ENDPOINT") ?? "tcp://127.0.0.1:5557", "--events")
+        // Every broker's event endpoint when there are several: only the active one publishes.
+        let eventsEndpoint = try validateEndpoints(events ?? env("CONVEYOR_EVENTS_ENDPOINT") ?? "tcp://127.0.0.1:5557", "--events")
+            .joined(separator: ",")
         let eventsOutEndpoint = try (eventsOut ?? env("CONVEYOR_EVENTS_OUT")).map { try validateEndpoint($0, "--events-out") }
 
         let logger = try logging.bootstrap("conveyor.gateway")
@@ -93,7 +95,7 @@ struct GatewayCommand: ParsableCommand {
         if config.tokens?.isEnabled != true {
             logger.warning("no API tokens (CONVEYOR_API_TOKENS, --tokens-file): every route is open to anyone who can reach the gateway")
         }
-        var clientConfig = AsyncBrokerClient.Configuration(endpoint: brokerEndpoint, eventsEndpoint: eventsEndpoint,
+        var clientConfig = AsyncBrokerClient.Configuration(endpoints: brokerEndpoints, eventsEndpoint: eventsEndpoint,
                                                            eventsOutEndpoint: eventsOutEndpoint)
         clientConfig.timeoutMs = config.brokerTimeoutMs
         clientConfig.security = curveKeys?.security ?? .none

@@ -37,6 +37,15 @@ func validateEndpoint(_ e: String, _ what: String) throws -> String {
     return port == "0" ? String(e[..<colon]) + ":*" : e
 }
 
+/// A comma-separated list of endpoints (an active broker and its standbys), each validated.
+func validateEndpoints(_ text: String, _ what: String) throws -> [String] {
+    let parts = text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+    guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else {
+        throw ValidationError("\(what) '\(text)' is not a comma-separated list of ZeroMQ endpoints")
+    }
+    return try parts.map { try validateEndpoint($0, what) }
+}
+
 struct LoggingOptions: ParsableArguments {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error (env CONVEYOR_LOG_LEVEL).")
     var logLevel: String?
@@ -68,15 +77,17 @@ struct HeartbeatOptions: ParsableArguments {
 }
 
 struct BrokerEndpointOption: ParsableArguments {
-    @Option(name: .long, help: "The broker's client endpoint (env CONVEYOR_BROKER, default tcp://127.0.0.1:5555).")
+    @Option(name: .long, help: "The broker's client endpoint, or a comma-separated list of an active and standby brokers' (env CONVEYOR_BROKER, default tcp://127.0.0.1:5555).")
     var broker: String?
     @OptionGroup var curve: CurveClientOptions
 
-    var endpoint: String { get throws { try validateEndpoint(broker ?? env("CONVEYOR_BROKER") ?? "tcp://127.0.0.1:5555", "--broker") } }
+    var endpoints: [String] { get throws { try validateEndpoints(broker ?? env("CONVEYOR_BROKER") ?? "tcp://127.0.0.1:5555", "--broker") } }
+    /// The first endpoint (for messages and loopback checks).
+    var endpoint: String { get throws { try endpoints[0] } }
 
     /// A client of the broker, with CURVE when keys are given.
     func client(_ context: ZMQContext = ZMQContext()) throws -> BrokerClient {
-        try BrokerClient(context: context, endpoint: try endpoint, security: try curve.security)
+        try BrokerClient(context: context, endpoints: BrokerEndpoints(try endpoints), security: try curve.security)
     }
 }
 

@@ -15,7 +15,7 @@ struct WorkerCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "The broker's worker endpoint (env CONVEYOR_WORKERS_ENDPOINT, default tcp://127.0.0.1:5556).") var broker: String?
+    @Option(help: "The broker's worker endpoint, or a comma-separated list of an active and standby brokers' (env CONVEYOR_WORKERS_ENDPOINT, default tcp://127.0.0.1:5556).") var broker: String?
     @Option(help: "A stable name (env CONVEYOR_WORKER_NAME, default: host-pid).") var name: String?
     @Option(help: "Comma-separated task types to accept (env CONVEYOR_WORKER_TYPES, default: any).") var types: String?
     @Option(help: "Tasks this worker runs at once, 1-1024 (env CONVEYOR_WORKER_CONCURRENCY, default 1).") var concurrency: Int?
@@ -45,7 +45,7 @@ struct WorkerCommand: ParsableCommand {
         let exec = command
         let name = self.name ?? env("CONVEYOR_WORKER_NAME")
         let types = self.types ?? env("CONVEYOR_WORKER_TYPES")
-        let endpoint = try validateEndpoint(broker ?? env("CONVEYOR_WORKERS_ENDPOINT") ?? "tcp://127.0.0.1:5556", "--broker")
+        let endpoints = try validateEndpoints(broker ?? env("CONVEYOR_WORKERS_ENDPOINT") ?? "tcp://127.0.0.1:5556", "--broker")
         let handler: any TaskHandler
         if let exec {
             handler = ExecHandler(command: exec, graceSeconds: grace)
@@ -53,7 +53,7 @@ struct WorkerCommand: ParsableCommand {
             guard let b = BuiltinHandler(builtin ?? "") else { throw ValidationError("unknown --builtin '\(builtin ?? "")': use echo, noop or sleep:MS") }
             handler = b
         }
-        var opts = Worker.Options(brokerEndpoint: endpoint, name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+        var opts = Worker.Options(brokerEndpoints: endpoints, name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
         opts.security = try curve.security
         opts.types = (types ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         opts.concurrency = concurrency
