@@ -181,6 +181,9 @@ extension ClientReply {
         case .pong(let r): return .object(["command": .string("PONG"), "request_id": .bytes(r)])
         case .error(let r, let c, let m):
             return .object(["command": .string("ERROR"), "request_id": .bytes(r), "code": .string(c), "message": .string(m)])
+        case .notLeader(let r, let submit, let m, let leader):
+            return .object(["command": .string(submit ? "REJECTED" : "ERROR"), "request_id": .bytes(r), "code": .string("not_leader"),
+                            "message": .string(m), "leader": .string(leader)])
         case .progress(let id, let p, let m):
             return .object(["command": .string("PROGRESS"), "task_id": .bytes(id.bytes), "percent": .optInt(p), "message": .string(m)])
         case .finished(let id, let s, let b):
