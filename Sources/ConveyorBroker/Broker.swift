@@ -162,7 +162,16 @@ public final class Broker: @unchecked Sendable {
     /// Rebuilds the scheduler from the journal: at start, or when a standby takes over.
     private func recover(_ journal: Journal) throws {
         let t0 = clock.now()
-        let (fresh, info) = try journal.recoveredScheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow())
+        // A long recovery renews the lease as it goes: a standby must not take
+        // over a journal this broker is still reading (and then lose it to us).
+        var fenced: JournalFenced?
+        var lastRenewal = t0
+        let (fresh, info) = try journal.recoveredScheduler(config: config.scheduler, now: t0, wallNow: clock.wallNow()) { [lease, clock, config] in
+            guard let lease, fenced == nil, clock.now() - lastRenewal >= Self.leaseRenewalUs else { return }
+            lastRenewal = clock.now()
+            do { try lease.renewLease(ttlMs: config.leaseTTLMs) } catch let f as JournalFenced { fenced = f } catch {}
+        }
+        if let fenced { throw BrokerError(fenced.description, exitCode: BrokerError.deposedExitCode) }
         scheduler = fresh
         scheduler.drainOutput(into: &output)
         output.removeAll()

@@ -49,20 +49,27 @@ public final class Journal {
     /// again: their workers are gone); the most recent finished tasks within
     /// the retention come back for STATUS and deduplication; pauses and
     /// holds come back. The journal's times are wall-clock times.
-    public func recoveredScheduler(config: SchedulerConfig, now: Timestamp, wallNow: Timestamp? = nil) throws
-        -> (Scheduler, JournalRecovery) {
+    ///
+    /// - Parameter stillLoading: called every `Journal.progressRows` rows: a
+    ///   broker renews its lease there, so that a long recovery never lets it
+    ///   run out (a standby would take over a journal still being read).
+    public func recoveredScheduler(config: SchedulerConfig, now: Timestamp, wallNow: Timestamp? = nil,
+                                   stillLoading: (() -> Void)? = nil) throws -> (Scheduler, JournalRecovery) {
         var scheduler = Scheduler(config: config, now: now, wallNow: wallNow, lastID: try backend.lastID())
-        let info = try recover(into: &scheduler, now: scheduler.wall(now))
+        let info = try recover(into: &scheduler, now: scheduler.wall(now), stillLoading: stillLoading)
         return (scheduler, info)
     }
 
+    /// How often recovery calls `stillLoading`.
+    public static let progressRows = 20_000
+
     /// Loads the journal into `scheduler` (whose `lastID` must be at least the
     /// journal's: `recoveredScheduler` sees to it). `now` is wall-clock time.
-    public func recover(into scheduler: inout Scheduler, now: Timestamp) throws -> JournalRecovery {
+    public func recover(into scheduler: inout Scheduler, now: Timestamp, stillLoading: (() -> Void)? = nil) throws -> JournalRecovery {
         let retention = scheduler.config.resultTTLSeconds.multipliedReportingOverflow(by: 1_000_000)
         retentionUs = retention.overflow ? Int64.max : retention.partialValue
         defaultTimeoutMs = scheduler.config.defaultTimeoutMs
-        var loader = Loader(scheduler: scheduler, now: now, keepFinished: max(0, scheduler.config.maxFinishedInMemory))
+        var loader = Loader(scheduler: scheduler, now: now, keepFinished: max(0, scheduler.config.maxFinishedInMemory), stillLoading: stillLoading)
         scheduler = Scheduler(config: scheduler.config, now: 0) // `loader` holds the only copy: no copy-on-write
         try backend.load(finishedSince: now.adding(saturating: -(retentionUs ?? 0)), keepFinished: loader.keepFinished, into: &loader)
         scheduler = loader.scheduler
@@ -75,14 +82,18 @@ public final class Journal {
         var scheduler: Scheduler
         let now: Timestamp
         let keepFinished: Int
+        let stillLoading: (() -> Void)?
         var info = JournalRecovery()
         var repairs: [String] = []
+        var rows = 0
 
         mutating func paused(_ type: String) { scheduler.restorePaused(type) }
         mutating func held(_ type: String, until: Timestamp) { scheduler.restoreHold(type, until: until, now: now) }
         mutating func expect(unfinished: Int) { scheduler.reserveCapacity(forTasks: unfinished + keepFinished) }
 
         mutating func task(_ row: StoredTask) {
+            rows += 1
+            if rows % Journal.progressRows == 0 { stillLoading?() }
             let t: TaskRecord
             do {
                 t = try row.record(defaultTimeoutMs: scheduler.config.defaultTimeoutMs, now: now, repairs: &repairs)

@@ -12,8 +12,9 @@ import PostgresNIO
 ///
 /// Why it looks like this:
 /// * **Group commit, batched statements.** `apply` writes one loop
-///   iteration's batch in one transaction: its upserts as multi-row
-///   `INSERT … ON CONFLICT` statements of up to 500 rows, its deletes as one
+///   iteration's batch in one transaction: its upserts as one
+///   `INSERT … SELECT FROM unnest(arrays) ON CONFLICT` (24 parameters, one
+///   plan, whatever the number of rows), its deletes as one
 ///   `DELETE … = ANY($1)`, so one commit carries a thousand tasks.
 /// * **Durability modes.** `fsync`: the broker's reply waits for COMMIT, with
 ///   `synchronous_commit` as the server is configured (a synchronous standby
@@ -191,13 +192,7 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         try withConnection("writing") { conn, logger in
             try await conn.query("BEGIN", logger: logger)
             do {
-                if let epoch {
-                    var current: Int64 = -1
-                    for try await e in try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.fence), logger: logger).decode(Int64.self) {
-                        current = e
-                    }
-                    if current != epoch { throw JournalFenced(mine: epoch, current: current) }
-                }
+                try await Self.fence(conn, epoch, logger)
                 for q in statements { try await conn.query(q, logger: logger) }
                 if !deleted.isEmpty {
                     try await conn.query("DELETE FROM conveyor_tasks WHERE id = ANY(\(deleted))", logger: logger)
@@ -232,6 +227,18 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         if raiseLast { lastIDWritten = largest }
     }
 
+    /// Inside a transaction: locks the lease row against a takeover until the
+    /// transaction ends, and throws `JournalFenced` when another broker's epoch
+    /// is in it (nil `epoch`: this journal holds no lease, e.g. a test's).
+    static func fence(_ conn: PostgresConnection, _ epoch: Int64?, _ logger: Logger) async throws {
+        guard let epoch else { return }
+        var current: Int64 = -1
+        for try await e in try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.fence), logger: logger).decode(Int64.self) {
+            current = e
+        }
+        if current != epoch { throw JournalFenced(mine: epoch, current: current) }
+    }
+
     private static func binds(_ key: String, _ value: Int64) -> PostgresBindings {
         var b = PostgresBindings()
         b.append(key)
@@ -239,44 +246,46 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         return b
     }
 
-    /// Multi-row upserts of at most `rowsPerStatement` rows each.
+    /// One upsert for the whole batch: every column as one array parameter,
+    /// `unnest`ed into rows (24 parameters however many rows: one plan, binary
+    /// arrays, no statement text growing with the batch). Arrays cannot hold
+    /// NULL here, so the last one is a bit mask of the columns that are NULL.
     static func upsertStatements(_ rows: [(StoredTask, Bool)]) throws -> [PostgresQuery] {
-        var out: [PostgresQuery] = []
-        var start = 0
-        while start < rows.count {
-            let chunk = rows[start..<min(rows.count, start + PostgresSchema.rowsPerStatement)]
-            var sql = "INSERT INTO conveyor_tasks (\(PostgresSchema.columns)) VALUES "
-            var b = PostgresBindings(capacity: chunk.count * PostgresSchema.columnCount)
-            var p = 0
-            for (i, (t, isNew)) in chunk.enumerated() {
-                if i > 0 { sql += "," }
-                sql += "("
-                for c in 0..<PostgresSchema.columnCount {
-                    p += 1
-                    sql += c == 0 ? "$\(p)" : ",$\(p)"
-                }
-                sql += ")"
-                b.append(t.id); b.append(t.seq); b.append(t.state); b.append(t.priority); b.append(t.type)
-                b.append(t.attempt); b.append(t.maxAttempts); b.append(t.failures); b.append(t.lostDeliveries)
-                b.append(t.timeoutMs); b.append(t.createdAt); b.append(t.startedAt); b.append(t.finishedAt)
-                b.append(t.runAt); b.append(t.dead); b.append(t.backoffMs); b.append(t.backoffMaxMs)
-                b.append(t.idempotencyKey); b.append(t.worker); b.append(t.error)
-                b.append(t.result.map { ByteBuffer(bytes: $0) })
-                // New: the payload. Known: kept (NULL), or cleared once the task is done.
-                if isNew {
-                    b.append(ByteBuffer(bytes: t.payload))
-                } else if t.clearsPayload {
-                    b.append(ByteBuffer())
-                } else {
-                    b.append(Optional<ByteBuffer>.none)
-                }
-                b.append(t.owner)
+        guard !rows.isEmpty else { return [] }
+        let n = rows.count
+        var id = [Int64](), seq = [Int64](), state = [String](), priority = [Int64](), type = [String]()
+        var attempt = [Int64](), maxAttempts = [Int64](), failures = [Int64](), lost = [Int64](), timeout = [Int64]()
+        var created = [Int64](), started = [Int64](), finished = [Int64](), runAt = [Int64](), dead = [Bool]()
+        var backoff = [Int64](), backoffMax = [Int64](), key = [String](), worker = [String](), error = [String]()
+        var result = [ByteBuffer](), payload = [ByteBuffer](), owner = [String](), nulls = [Int64]()
+        id.reserveCapacity(n); seq.reserveCapacity(n); state.reserveCapacity(n); nulls.reserveCapacity(n)
+        let empty = ByteBuffer()
+        for (t, isNew) in rows {
+            var mask: Int64 = 0
+            func opt<T>(_ v: T?, _ bit: Int64, _ placeholder: T) -> T {
+                if let v { return v }
+                mask |= bit
+                return placeholder
             }
-            sql += PostgresSchema.upsertTail
-            out.append(PostgresQuery(unsafeSQL: sql, binds: b))
-            start += chunk.count
+            id.append(t.id); seq.append(t.seq); state.append(t.state); priority.append(t.priority); type.append(t.type)
+            attempt.append(t.attempt); maxAttempts.append(t.maxAttempts); failures.append(t.failures)
+            lost.append(t.lostDeliveries); timeout.append(t.timeoutMs); created.append(t.createdAt)
+            started.append(opt(t.startedAt, 1, 0)); finished.append(opt(t.finishedAt, 2, 0)); runAt.append(opt(t.runAt, 4, 0))
+            dead.append(t.dead); backoff.append(t.backoffMs); backoffMax.append(t.backoffMaxMs)
+            key.append(opt(t.idempotencyKey, 8, "")); worker.append(opt(t.worker, 16, "")); error.append(opt(t.error, 32, ""))
+            result.append(opt(t.result.map { ByteBuffer(bytes: $0) }, 64, empty))
+            // New: the payload. Known: kept (NULL: "as stored"), or cleared once the task is done.
+            let p: ByteBuffer? = isNew ? ByteBuffer(bytes: t.payload) : (t.clearsPayload ? empty : nil)
+            payload.append(opt(p, 128, empty))
+            owner.append(opt(t.owner, 256, ""))
+            nulls.append(mask)
         }
-        return out
+        var b = PostgresBindings(capacity: 24)
+        b.append(id); b.append(seq); b.append(state); b.append(priority); b.append(type); b.append(attempt)
+        b.append(maxAttempts); b.append(failures); b.append(lost); b.append(timeout); b.append(created); b.append(started)
+        b.append(finished); b.append(runAt); b.append(dead); b.append(backoff); b.append(backoffMax); b.append(key)
+        b.append(worker); b.append(error); b.append(result); b.append(payload); b.append(owner); b.append(nulls)
+        return [PostgresQuery(unsafeSQL: PostgresSchema.upsert, binds: b)]
     }
 
     public func load<V: JournalLoadVisitor>(finishedSince: Timestamp, keepFinished: Int, into visitor: inout V) throws {
@@ -367,11 +376,7 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         try withConnection("compacting") { conn, logger in
             try await conn.query("BEGIN", logger: logger)
             do {
-                if let epoch {
-                    var current: Int64 = -1
-                    for try await e in try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.fence), logger: logger).decode(Int64.self) { current = e }
-                    if current != epoch { throw JournalFenced(mine: epoch, current: current) }
-                }
+                try await Self.fence(conn, epoch, logger)
                 try await conn.query("DELETE FROM conveyor_tasks WHERE finished_at IS NOT NULL AND finished_at < \(cutoff)", logger: logger)
                 try await conn.query("COMMIT", logger: logger)
             } catch {

@@ -23,6 +23,8 @@ enum PostgresSchema {
             started_at bigint, finished_at bigint, run_at bigint, dead boolean NOT NULL,
             backoff_ms bigint NOT NULL, backoff_max_ms bigint NOT NULL, idempotency_key text, worker text,
             error text, result bytea, payload bytea, owner text)
+            -- Room on each page for the in-place (HOT) update when a task starts.
+            WITH (fillfactor = 70)
         """,
         "CREATE INDEX IF NOT EXISTS conveyor_tasks_open ON conveyor_tasks (id) WHERE finished_at IS NULL",
         "CREATE INDEX IF NOT EXISTS conveyor_tasks_finished ON conveyor_tasks (finished_at) WHERE finished_at IS NOT NULL",
@@ -43,14 +45,26 @@ enum PostgresSchema {
         """
     static let columnCount = 23
 
-    /// Rows per multi-row upsert: 23 parameters each, far below PostgreSQL's 65,535.
-    static let rowsPerStatement = 500
-
-    /// A new row is written whole; a known one keeps its payload unless the
-    /// row's payload parameter is an empty value (cleared: the task is done)
-    /// — a NULL payload parameter means "as stored".
-    static let upsertTail = """
-         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt,
+    /// The batch's upsert (`PostgresJournal.upsertStatements`): rows from 24
+    /// arrays, NULLs from the bit mask `n`. A new row is written whole; a known
+    /// one keeps its payload unless the row's payload is an empty value (cleared:
+    /// the task is done) — a NULL payload means "as stored".
+    static let upsert = """
+        INSERT INTO conveyor_tasks (\(columns))
+        SELECT id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, created_at,
+            CASE WHEN n & 1 = 0 THEN started_at END, CASE WHEN n & 2 = 0 THEN finished_at END,
+            CASE WHEN n & 4 = 0 THEN run_at END, dead, backoff_ms, backoff_max_ms,
+            CASE WHEN n & 8 = 0 THEN idempotency_key END, CASE WHEN n & 16 = 0 THEN worker END,
+            CASE WHEN n & 32 = 0 THEN error END, CASE WHEN n & 64 = 0 THEN result END,
+            CASE WHEN n & 128 = 0 THEN payload END, CASE WHEN n & 256 = 0 THEN owner END
+        FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
+                    $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+                    $15::bool[], $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::bytea[],
+                    $22::bytea[], $23::text[], $24::bigint[])
+            AS v(id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, created_at,
+                 started_at, finished_at, run_at, dead, backoff_ms, backoff_max_ms, idempotency_key, worker, error,
+                 result, payload, owner, n)
+        ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt,
             failures = EXCLUDED.failures, lost_deliveries = EXCLUDED.lost_deliveries, started_at = EXCLUDED.started_at,
             finished_at = EXCLUDED.finished_at, run_at = EXCLUDED.run_at, dead = EXCLUDED.dead, worker = EXCLUDED.worker,
             error = EXCLUDED.error, result = EXCLUDED.result,

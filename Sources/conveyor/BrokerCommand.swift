@@ -149,7 +149,7 @@ struct BrokerCommand: ParsableCommand {
         let bound: (clients: String, workers: String, events: String)
         do { bound = try broker.start() } catch {
             logger.critical("cannot start broker: \(error)")
-            throw ExitCode(1)
+            throw ExitCode((error as? BrokerError)?.exitCode ?? 1)
         }
         emit("conveyor broker ready clients=\(bound.clients) workers=\(bound.workers) events=\(bound.events)")
         onTerminationSignal { broker.requestStop() }

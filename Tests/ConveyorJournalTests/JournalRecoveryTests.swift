@@ -224,6 +224,36 @@ final class JournalRecoveryTests: XCTestCase {
         XCTAssertEqual(h.scheduler.queueSize, 0)
     }
 
+    /// Finished tasks beyond what memory keeps (`maxFinishedInMemory`) are still
+    /// found by idempotency key and listed as dead letters: from the journal,
+    /// with the owner scoping the key, and hidden once past the retention.
+    func testKeysAndDeadLettersBeyondMemoryAreLookedUpInTheJournal() throws {
+        let h = try JournalHarness { $0.maxFinishedInMemory = 1; $0.resultTTLSeconds = 100 }
+        h.scheduler.register(worker: w1, name: "w1", types: nil, capacity: 10, now: h.now)
+        var keyed = TaskSpec(type: "t", idempotencyKey: "invoice-1")
+        keyed.owner = "key:alice"
+        let old = try h.submit(keyed)
+        let dead = try h.submit(TaskSpec(type: "t"))
+        try h.dispatch()
+        try h.succeed(old)
+        try h.fail(dead)
+        h.now += sec(1)
+        for _ in 0..<3 {
+            let id = try h.submit(TaskSpec(type: "t"))
+            try h.dispatch()
+            try h.succeed(id)
+        }
+        try h.restart()
+        XCTAssertNil(h.scheduler.task(old), "only the most recent finished task came back into memory")
+        XCTAssertFalse(h.scheduler.knowsIdempotencyKey("invoice-1", owner: "key:alice"))
+        let journal = try XCTUnwrap(h.journal)
+        XCTAssertEqual(try journal.lookup(idempotencyKey: "invoice-1", owner: "key:alice", now: h.now)?.id, old)
+        XCTAssertNil(try journal.lookup(idempotencyKey: "invoice-1", owner: "key:bob", now: h.now), "keys are scoped by owner")
+        XCTAssertNil(try journal.lookup(idempotencyKey: "invoice-1", owner: nil, now: h.now))
+        XCTAssertEqual(try journal.deadLetters(limit: 10, now: h.now).map(\.id), [dead])
+        XCTAssertNil(try journal.lookup(idempotencyKey: "invoice-1", owner: "key:alice", now: h.now + sec(200)), "past the retention: gone")
+    }
+
     /// Ids are never handed out twice, even when the rows of the largest ids
     /// were deleted and the clock has not moved (or went back).
     func testNewIDsNeverCollideAfterRestart() throws {
