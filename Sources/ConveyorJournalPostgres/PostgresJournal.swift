@@ -183,17 +183,32 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         var deletes: [Int64] = []
         upserts.reserveCapacity(batch.order.count)
         batch.forEachRow({ t, isNew in upserts.append((t, isNew)) }, delete: { deletes.append(Int64(bitPattern: $0.raw)) })
-        let statements = try Self.upsertStatements(upserts)
-        let deleted = deletes
         let pauses = batch.pauses, holds = batch.holds
         let largest = Int64(bitPattern: batch.largestID)
         let raiseLast = largest > lastIDWritten
         let epoch = self.epoch
+        if pauses.isEmpty && holds.isEmpty {
+            // The common case: one statement, one round trip, one commit.
+            var b = Self.upsertBindings(upserts)
+            b.append(epoch)
+            b.append(deletes)
+            b.append(raiseLast ? largest : 0)
+            let query = PostgresQuery(unsafeSQL: PostgresSchema.fencedBatch, binds: b)
+            let found: Int64? = try withConnection("writing") { conn, logger in
+                for try await e in try await conn.query(query, logger: logger).decode(Int64.self) { return e }
+                return nil
+            }
+            if let epoch, found != epoch { throw JournalFenced(mine: epoch, current: found ?? -1) }
+            if raiseLast { lastIDWritten = largest }
+            return
+        }
+        let upsert = PostgresQuery(unsafeSQL: PostgresSchema.upsert(), binds: Self.upsertBindings(upserts))
+        let deleted = deletes
         try withConnection("writing") { conn, logger in
             try await conn.query("BEGIN", logger: logger)
             do {
                 try await Self.fence(conn, epoch, logger)
-                for q in statements { try await conn.query(q, logger: logger) }
+                try await conn.query(upsert, logger: logger)
                 if !deleted.isEmpty {
                     try await conn.query("DELETE FROM conveyor_tasks WHERE id = ANY(\(deleted))", logger: logger)
                 }
@@ -250,8 +265,7 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
     /// `unnest`ed into rows (24 parameters however many rows: one plan, binary
     /// arrays, no statement text growing with the batch). Arrays cannot hold
     /// NULL here, so the last one is a bit mask of the columns that are NULL.
-    static func upsertStatements(_ rows: [(StoredTask, Bool)]) throws -> [PostgresQuery] {
-        guard !rows.isEmpty else { return [] }
+    static func upsertBindings(_ rows: [(StoredTask, Bool)]) -> PostgresBindings {
         let n = rows.count
         var id = [Int64](), seq = [Int64](), state = [String](), priority = [Int64](), type = [String]()
         var attempt = [Int64](), maxAttempts = [Int64](), failures = [Int64](), lost = [Int64](), timeout = [Int64]()
@@ -285,7 +299,7 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         b.append(maxAttempts); b.append(failures); b.append(lost); b.append(timeout); b.append(created); b.append(started)
         b.append(finished); b.append(runAt); b.append(dead); b.append(backoff); b.append(backoffMax); b.append(key)
         b.append(worker); b.append(error); b.append(result); b.append(payload); b.append(owner); b.append(nulls)
-        return [PostgresQuery(unsafeSQL: PostgresSchema.upsert, binds: b)]
+        return b
     }
 
     public func load<V: JournalLoadVisitor>(finishedSince: Timestamp, keepFinished: Int, into visitor: inout V) throws {
