@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 /// The journal on PostgreSQL (through postgres-nio): the broker's state in
 /// an established, replicated database, so that losing the broker's machine
@@ -85,18 +86,39 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
     /// that failed is dropped, so the next call reconnects.
     func withConnection<T: Sendable>(_ doing: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T) throws -> T {
         guard !isClosed else { throw PostgresJournalError(url: url, doing: doing, detail: "the journal is closed") }
+        if let c = connection, c.isClosed { connection = nil }
         let conn = try connection ?? connect()
         connection = conn
         do {
             let logger = self.logger
-            return try blocking { try await body(conn, logger) }
+            return try blocking(timeoutSeconds: Self.answerTimeoutSeconds) { try await body(conn, logger) }
         } catch let e as JournalFenced {
             throw e
+        } catch let e as BlockingTimeout {
+            // No answer (a server that went away without the connection noticing):
+            // this connection is done for; the next call opens a new one.
+            connection = nil
+            Task { try? await conn.close() }
+            throw PostgresJournalError(url: url, doing: doing, detail: "\(e)")
         } catch {
             if conn.isClosed { connection = nil }
             throw PostgresJournalError(url: url, doing: doing, error: error)
         }
     }
+
+    /// The longest any one journal call may take before the connection is
+    /// given up (the broker then degrades and retries): a call that never
+    /// returns would stop the broker's loop, heartbeats and lease included.
+    static let answerTimeoutSeconds = 3.0
+
+    /// Per session: a transaction left open by a frozen broker (SIGSTOP, a VM
+    /// paused) is ended by the server, so its lock on the lease row cannot stop
+    /// a takeover; lock waits are bounded so no loop blocks behind one.
+    static let sessionSettings = [
+        "SET idle_in_transaction_session_timeout = '2s'",
+        "SET lock_timeout = '2s'",
+        "SET statement_timeout = '2500ms'",
+    ]
 
     private func connect() throws -> PostgresConnection {
         var config = PostgresConnection.Configuration(host: url.host, port: url.port, username: url.user,
@@ -109,14 +131,15 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         let durability = self.durability
         let conn: PostgresConnection
         do {
-            conn = try blocking {
+            conn = try blocking(timeoutSeconds: Self.answerTimeoutSeconds) {
                 try await PostgresConnection.connect(on: loop, configuration: configuration, id: 1, logger: logger).get()
             }
         } catch {
             throw PostgresJournalError(url: url, doing: "connecting", error: error)
         }
         do {
-            try blocking {
+            try blocking(timeoutSeconds: Self.answerTimeoutSeconds) {
+                for sql in Self.sessionSettings { try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
                 if let schema {
                     try await conn.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: logger)
                     try await conn.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: logger)
@@ -457,22 +480,37 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
 
 /// Waits on the calling (non-async) thread for async work: the broker's loop
 /// is a plain thread that owns its ZeroMQ sockets, and the journal is on its
-/// critical path anyway.
-func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+/// critical path anyway. nil `timeoutSeconds`: as long as it takes.
+func blocking<T: Sendable>(timeoutSeconds: Double? = nil, _ body: @escaping @Sendable () async throws -> T) throws -> T {
     let box = BlockingResult<T>()
     let done = DispatchSemaphore(value: 0)
-    Task {
-        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+    let task = Task {
+        let r: Result<T, any Error>
+        do { r = .success(try await body()) } catch { r = .failure(error) }
+        box.result.withLock { $0 = r }
         done.signal()
     }
-    done.wait()
-    guard let result = box.result else { throw CancellationError() }
+    if let timeoutSeconds {
+        guard done.wait(timeout: .now() + timeoutSeconds) == .success else {
+            task.cancel()
+            throw BlockingTimeout(seconds: timeoutSeconds)
+        }
+    } else {
+        done.wait()
+    }
+    guard let result = box.result.withLock({ $0 }) else { throw CancellationError() }
     return try result.get()
 }
 
-/// Where `blocking`'s task leaves its result; read only after the semaphore.
-private final class BlockingResult<T>: @unchecked Sendable {
-    var result: Result<T, any Error>?
+/// Where `blocking`'s task leaves its result.
+private final class BlockingResult<T>: Sendable {
+    let result = Mutex<Result<T, any Error>?>(nil)
+}
+
+/// A journal call that got no answer in time.
+struct BlockingTimeout: Error, CustomStringConvertible {
+    let seconds: Double
+    var description: String { "no answer from the server within \(Int(seconds)) s" }
 }
 
 /// A PostgreSQL journal operation that failed: the URL (never a password),
