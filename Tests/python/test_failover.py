@@ -3,6 +3,8 @@ processes from ``$CONVEYOR_BIN``:
 
 * failover under load: the active broker is killed (``kill -9``) three times while
   tasks flow, and restarted each time as the new standby;
+* split brain: the active broker is frozen (SIGSTOP) past its lease, the standby takes
+  over, and the old one, once it runs again, is fenced and exits 75;
 * a client whose list starts with the standby, and the CLI against a standby.
 
 Each test has its own journal schema on the module's PostgreSQL server (skipped with
@@ -28,10 +30,11 @@ import pytest
 
 import conveyor
 from conftest import BrokerProcess, _binary, stop_process, wait_until
-from pgserver import PostgresServer, pg_server  # noqa: F401  (pg_server: the module's PostgreSQL server)
+from pgserver import PostgresServer, pg_server, psql  # noqa: F401  (pg_server: the module's PostgreSQL server)
 
 TTL = 2  # --lease-ttl of the failover tests (seconds)
 TAKEOVER_BOUND = TTL + 2.0  # issue 12: kill to first dispatch by the new active broker
+DEPOSED_STATUS = 75  # the broker's exit status when another broker took its lease
 RETRIABLE = ("not_leader", "storage_unavailable", "shutting_down")
 
 
@@ -179,6 +182,32 @@ def pair(cluster: Cluster, *extra: str) -> Tuple[HABroker, HABroker]:
     b = cluster.broker("b", TTL, *extra)
     assert b.role() == "standby", b.notable_log()
     return a, b
+
+
+def open_transactions(pg: PostgresServer) -> List[str]:
+    """The last statement of each session that is inside a transaction while its client
+    says nothing (a frozen broker's). Only an active broker runs transactions."""
+    out = psql(pg, "SELECT regexp_replace(left(query, 70), '\\s+', ' ', 'g') FROM pg_stat_activity "
+                   "WHERE datname = current_database() AND state = 'idle in transaction' AND pid <> pg_backend_pid()")
+    return [line for line in out.splitlines() if line]
+
+
+def freeze(b: HABroker, pg: PostgresServer, inside: bool, tries: int = 300) -> Tuple[float, float, int]:
+    """SIGSTOP ``b`` at a moment it is outside any journal transaction (``inside`` False)
+    or inside one, past the fence that locks the lease row (True): stop, look, and if it
+    is not so, let it run a little and try again. (wall, monotonic) of the stop that held,
+    and how many it took."""
+    for n in range(1, tries + 1):
+        wall, mono = time.time(), time.monotonic()
+        b.signal(signal.SIGSTOP)
+        time.sleep(0.1)  # the statement it sent last, if any, has finished on the server
+        fenced = [q for q in open_transactions(pg) if not q.startswith("BEGIN")]
+        if bool(fenced) == inside:
+            return wall, mono, n
+        b.signal(signal.SIGCONT)
+        time.sleep(0.02 * (n % 5 + 1))  # vary the phase of the next stop
+    raise AssertionError(f"could not stop broker {b.name} {'inside' if inside else 'outside'} a transaction "
+                         f"in {tries} tries")
 
 
 # ----- what the tests observe ---------------------------------------------------------
@@ -456,3 +485,83 @@ def test_failover_under_load_kill_9_three_times(cluster):
         print(f"{len(missing)} task.succeeded events lost with a killed broker: {sorted(missing)}")
     assert not unexcused, f"{len(unexcused)} tasks without a task.succeeded event: {sorted(unexcused)[:20]}; {figures}"
     assert max(takeovers) <= TAKEOVER_BOUND, figures
+
+
+def test_split_brain_the_frozen_active_broker_is_fenced_when_it_wakes(cluster):
+    a, b = pair(cluster)
+    on_a, on_b = cluster.events(a.events), cluster.events(b.events)
+    on_a.wait_subscribed()
+    runs = Runs(work_s=0.15)
+    pool = start_workers(cluster, runs, [a.workers, b.workers], ["sb-w1", "sb-w2"], concurrency=1)
+    # a witness that knows only broker a: whatever a dispatches after waking reaches it
+    witness = start_workers(cluster, runs, a.workers, ["sb-witness"], concurrency=1)
+    for w in pool + witness:
+        assert w.registered.wait(10), f"worker {w.name} not registered"
+    c = cluster.client([a.clients, b.clients], timeout=30)
+    batch = {f"sb-{i}": submit_keyed(c, "work", b"x", f"sb-{i}", time.monotonic() + 30).task_id for i in range(40)}
+    wait_until(lambda: len(runs.snapshot()) >= 3, 15, what="the first tasks to run on broker a")
+
+    # Stopped outside a journal transaction: frozen inside one, a holds the lease row's lock
+    # and b cannot take over until it runs again; this test is about the fencing.
+    stop_wall, stop_mono, tries = freeze(a, cluster.pg, inside=False)
+    to_a: Dict[str, object] = {}
+
+    def submit_to_frozen_a() -> None:  # a client that knows only a: a must never acknowledge it
+        try:
+            with conveyor.Client(a.clients, timeout=TTL + 6) as only_a:  # outlasts the freeze
+                to_a["task"] = only_a.submit("work", b"to-a", idempotency_key="sb-to-a")
+        except conveyor.ConveyorError as e:
+            to_a["error"] = e
+
+    th = threading.Thread(target=submit_to_frozen_a, daemon=True)
+    th.start()
+    try:
+        took = b.wait_log("took over", TTL + 10)
+        # a renews every second: its lease outlives the freeze by TTL - 1 s at least
+        assert took - stop_mono > TTL - 1.05, "b took over before a's lease could have expired"
+        after = cluster.client([b.clients, a.clients], timeout=20)
+        t_after = submit_keyed(after, "work", b"after", "sb-after", time.monotonic() + 20).task_id
+        assert after.wait(t_after, timeout=20) == b"after"
+        # a stays frozen past its lease: TTL + 2 s (a deadline, not a handshake: time must pass)
+        hold = stop_mono + TTL + 2.0 - time.monotonic()
+        if hold > 0:
+            time.sleep(hold)
+    finally:
+        cont_mono = time.monotonic()
+        a.signal(signal.SIGCONT)
+    try:
+        status = a.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"broker a still running 10 s after SIGCONT:\n{a.notable_log()}") from None
+    exited_after = time.monotonic() - cont_mono
+    th.join(TTL + 15)
+    print(f"\nsplit brain: b took over {took - stop_mono:.2f} s after a froze ({tries} stops to freeze it outside "
+          f"a transaction); a exited {status} {exited_after:.2f} s after SIGCONT")
+    assert status == DEPOSED_STATUS, a.notable_log()
+    assert "deposed" in a.run_log()
+
+    ids = set(batch.values()) | {t_after}
+    wait_drained(after, 60)
+    assert not_succeeded(final_states(after, ids)) == {}
+
+    # a dispatched nothing after it froze: no worker started a task it got from a later than
+    # the moment it stopped (a margin for a handler thread to start on a TASK sent just before)
+    from_a_late = [r for r in runs.snapshot() if r[3] == a.workers and r[4] >= stop_mono + 0.25]
+    assert not from_a_late, f"tasks run from broker a after it froze (split brain): {from_a_late}"
+    print(f"runs: {len(runs.snapshot())} for {len(ids)} tasks, {len(repeated_attempts(runs))} repeated attempt numbers")
+    # and published nothing: every task event from a was built before it froze
+    late_events = [(topic, ev) for _, topic, ev in on_a.snapshot() if topic.startswith("task.")
+                   and parse_ts(ev["ts"]) > stop_wall + 0.5]
+    assert not late_events, f"broker a announced task events after it froze: {late_events[:10]}"
+    succeeded = on_a.count("task.succeeded") + on_b.count("task.succeeded")
+    assert not {tid: n for tid, n in succeeded.items() if n > 1}, "a task succeeded twice"
+    wait_until(lambda: ids <= set(on_a.count("task.succeeded") + on_b.count("task.succeeded")), 5,
+               what="a task.succeeded event for every task")
+
+    # the submission a could not commit was never acknowledged (or, if it was, b has it)
+    assert to_a, "the submit to the frozen broker did not end"
+    if "task" in to_a:
+        assert after.status(to_a["task"].task_id).state in ("queued", "running", "succeeded")
+    else:
+        assert isinstance(to_a["error"], conveyor.BrokerUnavailable), to_a["error"]
+    after.ping()  # b serves on
