@@ -468,7 +468,7 @@ private final class EventLoop {
                 // proto §3.4: ignore broker messages that do not parse.
                 guard let reply = try? ClientReply.decode(frames) else { return }
                 if let rid = reply.requestID {
-                    if case .notLeader(_, _, _, let leader) = reply, ring.failsOver || !leader.isEmpty,
+                    if case .notLeader(_, _, _, let leader) = reply, ring.failsOver,
                        let id = AsyncBrokerClient.decodeRequestID(rid), pending[id] != nil {
                         // A standby answered: go where it points; everything unanswered goes again.
                         follow(leader: leader)

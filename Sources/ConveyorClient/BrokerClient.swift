@@ -128,7 +128,8 @@ public final class BrokerClient {
                 }
                 reply = r
             }
-            guard case .notLeader(_, _, _, let leader) = reply, endpoints.failsOver || !leader.isEmpty else { return reply }
+            // One broker only: the answer is the caller's (§9.7: a single-endpoint client does not fail over).
+            guard case .notLeader(_, _, _, let leader) = reply, endpoints.failsOver else { return reply }
             // A standby answered: go where it points, and ask again.
             lastLeaderHint = reply
             let (next, pause) = endpoints.notLeader(leader: leader)

@@ -84,3 +84,29 @@ final class PostgresLeaseTests: XCTestCase {
         XCTAssertNil(try b.lookup(TaskID(raw: 20)))
     }
 }
+
+extension PostgresLeaseTests {
+    /// A holder frozen inside a transaction (SIGSTOP, a paused VM) holds the
+    /// lease row's lock; the server ends that transaction (the session's
+    /// idle-in-transaction timeout) and the standby takes over — instead of
+    /// waiting on the lock for as long as the holder stays frozen.
+    func testAHolderFrozenInsideATransactionDoesNotBlockTheTakeover() throws {
+        let a = try open(), b = try open()
+        _ = try a.acquireLease(endpoint: "tcp://a:1", ttlMs: 300)
+        try a.executeForTesting("BEGIN")
+        try a.executeForTesting("SELECT epoch FROM conveyor_lease WHERE id = 1 FOR SHARE") // the fence's lock, then silence
+        let started = Date()
+        var status: LeaseStatus?
+        while Date().timeIntervalSince(started) < 8 {
+            // The lock wait is bounded (lock_timeout): a refusal is an error, and the standby tries again.
+            if let s = try? b.acquireLease(endpoint: "tcp://b:1", ttlMs: 60_000), case .acquired = s {
+                status = s
+                break
+            }
+            usleep(100_000) // time passing on the server's clock: nothing to wait on
+        }
+        XCTAssertEqual(status, .acquired(epoch: 2), "the frozen holder's transaction was ended by the server")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 6, "idle_in_transaction_session_timeout (2 s) plus a lock wait (2 s)")
+        XCTAssertThrowsError(try a.apply(batch(30)), "its session is gone and its epoch too")
+    }
+}
