@@ -2,8 +2,8 @@
 # PostgreSQL journal benchmark (figures, not pass/fail), release build, loopback only,
 # on a throwaway server (ops/pg-throwaway: fsync=on, synchronous_commit=on):
 #   1. durable end-to-end throughput of no-op tasks, PostgreSQL (fsync and batch
-#      modes) against the SQLite journal in fsync mode, interleaved rounds on the
-#      same machine; the median of each;
+#      modes) against the SQLite journal in fsync mode, with 2 workers x 16 and x 64
+#      slots, interleaved rounds on the same machine; the median of each;
 #   2. recovery: N queued tasks (default 1,000,000, mixed priorities) in the
 #      journal, a broker started on it: its own "journal recovered ... ms=" figure
 #      and the time to its ready line;
@@ -51,11 +51,14 @@ echo "conveyor PostgreSQL journal bench: $(nproc) cores, $(uname -r), $("$(ops/p
 # --- 1. throughput: PostgreSQL against SQLite fsync ----------------------------------
 declare -A RATES
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in sqlite-fsync postgres-fsync postgres-batch; do
+  for mode in sqlite-fsync postgres-fsync postgres-batch sqlite-fsync-c64 postgres-fsync-c64; do
     case $mode in
       sqlite-fsync) args=(--durability fsync) ;;
       postgres-fsync) args=(--durability fsync "--broker-arg=--journal=$URL?schema=bench_${r}_fsync") ;;
       postgres-batch) args=(--durability batch "--broker-arg=--journal=$URL?schema=bench_${r}_batch") ;;
+      # 2 workers x 64 slots instead of x 16: more tasks per commit.
+      sqlite-fsync-c64) args=(--durability fsync --worker-concurrency 64) ;;
+      postgres-fsync-c64) args=(--durability fsync --worker-concurrency 64 "--broker-arg=--journal=$URL?schema=bench_${r}_c64") ;;
     esac
     line=$("$BIN" bench --phase throughput --tasks "$TASKS" "${args[@]}" | grep 'throughput\[' || true)
     echo "round $r [$mode]: $line"
@@ -66,7 +69,7 @@ done
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 if [ "$ROUNDS" -gt 0 ]; then
   base=$(median "${RATES[sqlite-fsync]}")
-  for mode in sqlite-fsync postgres-fsync postgres-batch; do
+  for mode in sqlite-fsync postgres-fsync postgres-batch sqlite-fsync-c64 postgres-fsync-c64; do
     m=$(median "${RATES[$mode]}")
     echo "throughput median [$mode]: $m tasks/s ($(awk -v a="$m" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') x sqlite-fsync)"
   done

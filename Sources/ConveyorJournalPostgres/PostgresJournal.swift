@@ -216,9 +216,9 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
             b.append(epoch)
             b.append(deletes)
             b.append(raiseLast ? largest : 0)
-            let query = PostgresQuery(unsafeSQL: PostgresSchema.fencedBatch, binds: b)
+            let statement = FencedBatch(bindings: b)
             let found: Int64? = try withConnection("writing") { conn, logger in
-                for try await e in try await conn.query(query, logger: logger).decode(Int64.self) { return e }
+                for try await e in try await conn.execute(statement, logger: logger) { return e }
                 return nil
             }
             if let epoch, found != epoch { throw JournalFenced(mine: epoch, current: found ?? -1) }
@@ -476,6 +476,16 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
             try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger)
         }
     }
+}
+
+/// `PostgresSchema.fencedBatch` as a prepared statement: parsed and planned
+/// once per connection instead of at every commit.
+struct FencedBatch: PostgresPreparedStatement {
+    typealias Row = Int64
+    static let sql = PostgresSchema.fencedBatch
+    let bindings: PostgresBindings
+    func makeBindings() -> PostgresBindings { bindings }
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
 
 /// Waits on the calling (non-async) thread for async work: the broker's loop
