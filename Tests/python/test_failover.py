@@ -650,3 +650,72 @@ def test_postgres_restarted_under_the_broker(cluster):
     assert not_succeeded(final_states(c, ids)) == {}
     again = submit_keyed(c, "echo", b"pg0-0", "pg0-0", time.monotonic() + 20)
     assert again.task_id == keys["pg0-0"]  # the key is remembered too: a resend is a duplicate
+
+
+def _http(method: str, url: str, body: Optional[dict] = None, timeout: float = 15.0) -> Tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_gateway_and_the_swift_worker_follow_the_active_broker(cluster, tmp_path):
+    """The gateway (--broker and --events lists) and the CLI worker (--broker list) across a
+    kill -9 of the active broker: a submission over HTTP before and after, both run by the
+    Swift worker, and the gateway's event stream from the new active broker."""
+    a, b = pair(cluster)
+    binary = str(_binary())
+    (http_port,) = free_ports(1)
+    procs: List[subprocess.Popen] = []
+    try:
+        worker = subprocess.Popen([binary, "worker", "--broker", f"{a.workers},{b.workers}", "--builtin", "echo",
+                                   "--concurrency", "4", "--heartbeat-interval", "200", "--name", "swift-w"],
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / "worker.log", "wb"))
+        procs.append(worker)
+        gw = subprocess.Popen([binary, "gateway", "--broker", f"{a.clients},{b.clients}",
+                               "--events", f"{a.events},{b.events}", "--port", str(http_port)],
+                              stdout=subprocess.PIPE, stderr=open(tmp_path / "gateway.log", "wb"), text=True)
+        procs.append(gw)
+        ready = gw.stdout.readline() if gw.stdout else ""
+        assert "gateway ready" in ready, ready + (tmp_path / "gateway.log").read_text()
+        base = f"http://127.0.0.1:{http_port}"
+
+        def submit(key: str) -> str:
+            # A caller retries a 503 (Retry-After) with the same key, as any HTTP client of a queue would.
+            deadline = time.monotonic() + 20
+            while True:
+                status, body = _http("POST", f"{base}/api/tasks", {"type": "echo", "payload": key, "idempotency_key": key})
+                if status in (200, 201):
+                    return body["task_id"]
+                assert status == 503 and time.monotonic() < deadline, (status, body)
+                time.sleep(0.2)
+
+        def succeeded(tid: str) -> bool:
+            status, body = _http("GET", f"{base}/api/tasks/{tid}/status")
+            return status == 200 and body.get("state") == "succeeded"
+
+        first = submit("gw-1")
+        wait_until(lambda: succeeded(first), 20, what="the first task to succeed through the gateway")
+
+        kill_mono = time.monotonic()
+        a.kill()
+        second = submit("gw-2")
+        b.wait_log("took over", TTL + 5)
+        wait_until(lambda: succeeded(second), 30, what="the second task to succeed on the new active broker")
+        print(f"\ngateway + Swift worker: the second task succeeded {time.monotonic() - kill_mono:.2f} s after the kill")
+        assert _http("GET", f"{base}/api/tasks/{first}/status")[1].get("state") == "succeeded", "the first is in the journal"
+        # The resubmission of the first key is a duplicate, answered by the new active broker.
+        status, body = _http("POST", f"{base}/api/tasks", {"type": "echo", "payload": "gw-1", "idempotency_key": "gw-1"})
+        assert status == 200 and body["task_id"] == first and body["status"] == "duplicate", (status, body)
+        # The Swift worker moved to b: its log says it registered there.
+        log = (tmp_path / "worker.log").read_text()
+        assert f"broker={b.workers}" in log, log[-2000:]
+    finally:
+        for p in reversed(procs):
+            stop_process(p)
