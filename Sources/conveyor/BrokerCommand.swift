@@ -27,6 +27,8 @@ struct BrokerCommand: ParsableCommand {
     var maxWorkerCapacity: Int?
     @Option(help: "Task types that may have queued tasks at once; a submission of one more type is rejected too_many_types, 1-1000000 (env CONVEYOR_MAX_TYPES, default 10000).")
     var maxTypes: Int?
+    @Option(help: "Finished tasks kept in memory for STATUS and deduplication, 0-10000000; older ones are read from the journal (env CONVEYOR_MAX_FINISHED, default 100000).")
+    var maxFinished: Int?
     @Option(help: "Comma-separated task types to accept; others are rejected unknown_type (env CONVEYOR_TASK_TYPES; default any).") var types: String?
     @Option(help: "Largest payload in bytes, 0-268435456 (env CONVEYOR_MAX_PAYLOAD_BYTES, default 10485760).") var maxPayload: Int?
     @Option(help: "Journal directory (env CONVEYOR_DATA_DIR, default ./data).") var dataDir: String?
@@ -89,6 +91,7 @@ struct BrokerCommand: ParsableCommand {
         s.maxReturns = try setting(maxReturns, "CONVEYOR_MAX_RETURNS", 100, range: 1...10_000)
         s.maxWorkerCapacity = try setting(maxWorkerCapacity, "CONVEYOR_MAX_WORKER_CAPACITY", 64, range: 1...1024)
         s.maxTypes = try setting(maxTypes, "CONVEYOR_MAX_TYPES", 10_000, range: 1...1_000_000)
+        s.maxFinishedInMemory = try setting(maxFinished, "CONVEYOR_MAX_FINISHED", 100_000, range: 0...10_000_000)
         s.maxPayloadBytes = try setting(maxPayload, "CONVEYOR_MAX_PAYLOAD_BYTES", PayloadLimits.defaultMaxPayloadBytes,
                                         range: 0...PayloadLimits.maxConfigurablePayloadBytes)
         s.resultTTLSeconds = try setting(resultTTL, "CONVEYOR_RESULT_TTL", 86_400, range: 1...31_536_000)

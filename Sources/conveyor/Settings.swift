@@ -32,6 +32,7 @@ enum Settings {
         Setting("CONVEYOR_MAX_RETURNS", "100", "RETURNs a task may make before it fails returned_too_often, 1-10000 (broker --max-returns)"),
         Setting("CONVEYOR_MAX_WORKER_CAPACITY", "64", "largest capacity a worker's READY gets, 1-1024; more is capped with a warning (broker --max-worker-capacity)"),
         Setting("CONVEYOR_MAX_TYPES", "10000", "task types with queued tasks at once before too_many_types, 1-1000000 (broker --max-types)"),
+        Setting("CONVEYOR_MAX_FINISHED", "100000", "finished tasks kept in memory for STATUS and deduplication, 0-10000000; older ones are read from the journal (broker --max-finished)"),
         Setting("CONVEYOR_TASK_TYPES", nil, "accepted task types, comma-separated; unset: any (broker --types)"),
         Setting("CONVEYOR_MAX_PAYLOAD_BYTES", "10485760", "largest payload in bytes, 0-268435456 (broker --max-payload, gateway --max-payload)"),
         Setting("CONVEYOR_DATA_DIR", "./data", "journal directory (broker/up --data-dir)"),

@@ -172,6 +172,40 @@ final class DurabilityTests: ClusterTestCase {
         XCTAssertEqual(stats["current_processing"] as? Int, 0, "the task did not run again")
     }
 
+    /// Beyond what memory keeps (`--max-finished 1`), the journal still answers:
+    /// an old idempotency key is a duplicate (same id, its real state, nothing
+    /// runs again), and an old dead letter is listed and can be retried.
+    func testKeysAndDeadLettersOlderThanMemoryAreReadFromTheJournal() throws {
+        let args = ["--max-finished", "1"]
+        var broker = try cluster.startDurableBroker(args)
+        let echo = try cluster.startWorker(name: "echo")
+        let client = try cluster.client()
+        defer { client.close() }
+        let keyed = try cluster.cli(["submit", "--type", "t", "--payload", "old", "--idempotency-key", "invoice-7", "--broker", cluster.clients])
+        XCTAssertEqual(keyed.status, 0, keyed.err)
+        let old = try XCTUnwrap(TaskID(keyed.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        try cluster.waitForState(old, "succeeded")
+        echo.stop()
+        let failing = try cluster.startWorker(name: "failing", ["--exec", "cat >/dev/null; echo nope >&2; exit 3"])
+        let dead = try submit(client, payload: "doomed")
+        try cluster.waitForState(dead, "failed")
+        failing.stop()
+        try cluster.startWorker(name: "echo-2")
+        for i in 0..<3 { try cluster.waitForState(try submit(client, payload: "newer \(i)"), "succeeded") }
+
+        broker.kill9()
+        broker = try cluster.startDurableBroker(args, restart: true)
+        let again = try cluster.cli(["submit", "--type", "t", "--payload", "old", "--idempotency-key", "invoice-7", "--broker", cluster.clients])
+        XCTAssertEqual(again.out.trimmingCharacters(in: .whitespacesAndNewlines), old.description, "found in the journal: a duplicate")
+        XCTAssertEqual(try cluster.status(old)["state"] as? String, "succeeded")
+        XCTAssertEqual(try cluster.stats()["queue_size"] as? Int, 0, "nothing was enqueued again")
+        let list = try cluster.cli(["dead", "list", "--broker", cluster.clients])
+        XCTAssertTrue(list.out.contains(dead.description), "a dead letter only the journal holds is listed: \(list.out)")
+        let retry = try cluster.cli(["dead", "retry", dead.description, "--broker", cluster.clients])
+        XCTAssertEqual(retry.status, 0, retry.err)
+        try cluster.waitForState(dead, "succeeded")
+    }
+
     /// SIGTERM while submissions pour in: the broker exits 0, and every task
     /// it acknowledged is there after the restart and completes.
     func testSigtermToTheBrokerLosesNothing() throws {
