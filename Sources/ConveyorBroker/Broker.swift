@@ -69,6 +69,8 @@ public final class Broker: @unchecked Sendable {
     private var standby: Standby?
     private var nextLeaseRenewal: Timestamp = 0
     private var leaseRenewedAt: Timestamp = 0
+    /// The epoch of the lease this broker holds (stats `lease_epoch`).
+    private var leaseEpoch: Int64?
     /// Where clients reach this broker, as the lease row names it.
     private var advertised = ""
     /// Set when another broker took the journal over: the loop has stopped
@@ -125,6 +127,7 @@ public final class Broker: @unchecked Sendable {
         if let journal, let lease {
             switch try lease.acquireLease(endpoint: advertised, ttlMs: config.leaseTTLMs) {
             case .acquired(let epoch):
+                leaseEpoch = epoch
                 logger.notice("journal lease taken: this broker is active", metadata: ["epoch": "\(epoch)", "journal": "\(journal.location)"])
                 try recover(journal)
                 leaseRenewedAt = clock.now()
@@ -288,6 +291,7 @@ public final class Broker: @unchecked Sendable {
             standby = s
         case .acquired(let epoch):
             standby = nil
+            leaseEpoch = epoch
             do {
                 try recover(journal)
             } catch {
@@ -984,6 +988,8 @@ public final class Broker: @unchecked Sendable {
         w.field(StatsMember.authRevoked.rawValue, authRevoked)
         w.field(StatsMember.storageDegraded.rawValue, storage.isDegraded)
         w.field(StatsMember.storageError.rawValue, storage.error)
+        w.field(StatsMember.journal.rawValue, journal.map { $0.location.hasPrefix("sqlite:") ? "sqlite" : "postgres" } ?? "none")
+        w.field(StatsMember.leaseEpoch.rawValue, leaseEpoch.map { Int($0) })
         w.beginObject(StatsMember.types.rawValue)
         for ts in scheduler.typeStats(now: now) { TaskJSON.typeStats(ts, into: &w) }
         w.endObject()

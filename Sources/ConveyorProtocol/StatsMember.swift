@@ -32,6 +32,8 @@ public enum StatsMember: String, Sendable, CaseIterable {
     case authRevoked = "auth_revoked"
     case storageDegraded = "storage_degraded"
     case storageError = "storage_error"
+    case journal
+    case leaseEpoch = "lease_epoch"
     case types
     case dispatchLatencyMs = "dispatch_latency_ms"
     case uptimeS = "uptime_s"
