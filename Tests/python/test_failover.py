@@ -702,6 +702,8 @@ def test_gateway_and_the_swift_worker_follow_the_active_broker(cluster, tmp_path
 
         first = submit("gw-1")
         wait_until(lambda: succeeded(first), 20, what="the first task to succeed through the gateway")
+        stats = _http("GET", f"{base}/api/queue/stats")[1]
+        assert (stats.get("journal"), stats.get("lease_epoch")) == ("postgres", 1), stats
 
         kill_mono = time.monotonic()
         a.kill()
@@ -710,6 +712,7 @@ def test_gateway_and_the_swift_worker_follow_the_active_broker(cluster, tmp_path
         wait_until(lambda: succeeded(second), 30, what="the second task to succeed on the new active broker")
         print(f"\ngateway + Swift worker: the second task succeeded {time.monotonic() - kill_mono:.2f} s after the kill")
         assert _http("GET", f"{base}/api/tasks/{first}/status")[1].get("state") == "succeeded", "the first is in the journal"
+        assert _http("GET", f"{base}/api/queue/stats")[1].get("lease_epoch") == 2, "a takeover: the next epoch"
         # The resubmission of the first key is a duplicate, answered by the new active broker.
         status, body = _http("POST", f"{base}/api/tasks", {"type": "echo", "payload": "gw-1", "idempotency_key": "gw-1"})
         assert status == 200 and body["task_id"] == first and body["status"] == "duplicate", (status, body)
