@@ -33,6 +33,8 @@ let package = Package(
         // Already in the graph through Hummingbird; the gateway adds a handler after NIO's HTTP decoder.
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        // Already in the graph through postgres-nio; TLS to a PostgreSQL journal on another host.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
     ],
     targets: [
         .systemLibrary(
@@ -66,6 +68,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .target(

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PostgresNIO
 import Synchronization
 
@@ -120,10 +121,35 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         "SET statement_timeout = '2500ms'",
     ]
 
+    /// The TLS the URL's `sslmode` asks for.
+    private func tls() throws -> PostgresConnection.Configuration.TLS {
+        var c = TLSConfiguration.makeClientConfiguration()
+        switch url.sslMode {
+        case .disable:
+            return .disable
+        case .prefer, .require:
+            // As libpq: encrypted, but whoever answers is not checked (verify-full does that).
+            c.certificateVerification = .none
+        case .verifyFull:
+            c.certificateVerification = .fullVerification
+            if let file = url.sslRootCert {
+                do { c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file)) } catch {
+                    throw PostgresJournalError(url: url, doing: "reading sslrootcert", detail: "\(file): \(error)")
+                }
+            }
+        }
+        let context: NIOSSLContext
+        do { context = try NIOSSLContext(configuration: c) } catch {
+            throw PostgresJournalError(url: url, doing: "setting up TLS", detail: "\(error)")
+        }
+        return url.sslMode == .prefer ? .prefer(context) : .require(context)
+    }
+
     private func connect() throws -> PostgresConnection {
         var config = PostgresConnection.Configuration(host: url.host, port: url.port, username: url.user,
-                                                      password: password, database: url.database, tls: .disable)
+                                                      password: password, database: url.database, tls: try tls())
         config.options.connectTimeout = .seconds(5)
+        if url.sslMode == .verifyFull { config.options.tlsServerName = url.host }
         let configuration = config
         let loop = group.next()
         let logger = self.logger

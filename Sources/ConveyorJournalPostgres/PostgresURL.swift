@@ -2,7 +2,9 @@ import Foundation
 
 /// Where a PostgreSQL journal is: `postgres://USER@HOST:PORT/DB` (also
 /// `postgresql://`), optionally `?schema=NAME` to keep several Conveyor
-/// deployments in one database. The password is never part of it: it comes
+/// deployments in one database, and `sslmode=` as libpq spells it
+/// (`disable`, `prefer` — the default —, `require`, `verify-full`, with
+/// `sslrootcert=FILE` for the CA to verify against). The password is never part of it: it comes
 /// from `PGPASSWORD` or a `.pgpass` file, as for `psql`, so it never shows in
 /// a process list, a log line or a unit file.
 public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
@@ -12,6 +14,17 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
     public var database: String
     /// The schema holding Conveyor's tables (`public` when not given).
     public var schema: String?
+    public var sslMode: SSLMode = .prefer
+    /// The CA certificate(s), PEM, that `verify-full` checks the server against (default: the system's).
+    public var sslRootCert: String?
+
+    /// TLS to the server, as libpq names the choices: `prefer` encrypts when the
+    /// server offers it; `require` insists (without checking who answers);
+    /// `verify-full` also checks the certificate and the host name.
+    public enum SSLMode: String, Sendable, CaseIterable {
+        case disable, prefer, require
+        case verifyFull = "verify-full"
+    }
 
     public struct Invalid: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -41,20 +54,44 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         let db = String(c.path.drop { $0 == "/" })
         guard !db.isEmpty, !db.contains("/") else { throw Invalid(description: "the journal URL names no database (expected \(example))") }
         var schema: String?
+        var mode = SSLMode.prefer
+        var rootCert: String?
+        var seen: Set<String> = []
         for item in c.queryItems ?? [] {
-            guard item.name == "schema", let v = item.value, !v.isEmpty else {
-                throw Invalid(description: "unknown journal URL parameter '\(item.name)' (only schema=NAME)")
+            guard let v = item.value, !v.isEmpty else { throw Invalid(description: "journal URL parameter '\(item.name)' has no value") }
+            guard seen.insert(item.name).inserted else { throw Invalid(description: "journal URL parameter '\(item.name)' is given twice") }
+            switch item.name {
+            case "schema":
+                guard v.count <= 63, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }), !(v.first?.isNumber ?? true) else {
+                    throw Invalid(description: "schema '\(v)' must be 1-63 ASCII letters, digits or _, not starting with a digit")
+                }
+                schema = v
+            case "sslmode":
+                guard let m = SSLMode(rawValue: v) else {
+                    throw Invalid(description: "sslmode '\(v)' must be one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                mode = m
+            case "sslrootcert":
+                rootCert = v
+            default:
+                throw Invalid(description: "unknown journal URL parameter '\(item.name)' (schema, sslmode, sslrootcert)")
             }
-            guard v.count <= 63, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }), !(v.first?.isNumber ?? true) else {
-                throw Invalid(description: "schema '\(v)' must be 1-63 ASCII letters, digits or _, not starting with a digit")
-            }
-            schema = v
+        }
+        if rootCert != nil && mode != .verifyFull {
+            throw Invalid(description: "sslrootcert is only used with sslmode=verify-full")
         }
         self.init(user: user, host: host, port: port, database: db, schema: schema)
+        sslMode = mode
+        sslRootCert = rootCert
     }
 
     public var description: String {
-        "postgres://\(user)@\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)" + (schema.map { "?schema=\($0)" } ?? "")
+        var params: [String] = []
+        if let schema { params.append("schema=\(schema)") }
+        if sslMode != .prefer { params.append("sslmode=\(sslMode.rawValue)") }
+        if let sslRootCert { params.append("sslrootcert=\(sslRootCert)") }
+        return "postgres://\(user)@\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)"
+            + (params.isEmpty ? "" : "?" + params.joined(separator: "&"))
     }
 
     /// The password as libpq finds it: `PGPASSWORD`, else the first matching

@@ -110,3 +110,18 @@ extension PostgresLeaseTests {
         XCTAssertThrowsError(try a.apply(batch(30)), "its session is gone and its epoch too")
     }
 }
+
+extension PostgresLeaseTests {
+    /// The test server offers no TLS: `prefer` (the default) connects in the
+    /// clear, `require` refuses to, with the URL in the message.
+    func testSSLModesAgainstAServerWithoutTLS() throws {
+        guard var url = TestBackend.postgresURL else { throw XCTSkip("no PostgreSQL server") }
+        url.schema = schema
+        XCTAssertEqual(url.sslMode, .prefer)
+        opened.append(try PostgresJournal(url: url, durability: .fsync, password: url.password()))
+        url.sslMode = .require
+        XCTAssertThrowsError(try PostgresJournal(url: url, durability: .fsync, password: url.password())) { e in
+            XCTAssertTrue("\(e)".contains("sslmode=require") && "\(e)".contains("connecting"), "\(e)")
+        }
+    }
+}

@@ -12,6 +12,12 @@ final class PostgresURLTests: XCTestCase {
         let d = try PostgresURL(parsing: "postgresql://c@127.0.0.1/q?schema=tenant_1")
         XCTAssertEqual(d.port, 5432)
         XCTAssertEqual(d.schema, "tenant_1")
+        XCTAssertEqual(d.sslMode, .prefer, "libpq's default: encrypted when the server offers it")
+        let v = try PostgresURL(parsing: "postgres://c@db1/q?sslmode=verify-full&sslrootcert=/etc/conveyor/db-ca.pem")
+        XCTAssertEqual(v.sslMode, .verifyFull)
+        XCTAssertEqual(v.sslRootCert, "/etc/conveyor/db-ca.pem")
+        XCTAssertEqual(v.description, "postgres://c@db1:5432/q?sslmode=verify-full&sslrootcert=/etc/conveyor/db-ca.pem")
+        XCTAssertEqual(try PostgresURL(parsing: "postgres://c@db1/q?sslmode=disable").sslMode, .disable)
     }
 
     func testRefusesWithAMessageThatSaysWhy() {
@@ -21,7 +27,10 @@ final class PostgresURLTests: XCTestCase {
             ("postgres://@h/d", "no user"),
             ("postgres://u@h/", "no database"),
             ("postgres://u@h:70000/d", "port"),
-            ("postgres://u@h/d?sslmode=require", "unknown journal URL parameter"),
+            ("postgres://u@h/d?sslmode=sometimes", "sslmode"),
+            ("postgres://u@h/d?sslrootcert=/ca.pem", "verify-full"),
+            ("postgres://u@h/d?schema=a&schema=b", "twice"),
+            ("postgres://u@h/d?application_name=x", "unknown journal URL parameter"),
             ("postgres://u@h/d?schema=1bad", "schema"),
             ("postgres://u@h/d?schema=a;drop", "schema"),
         ]
