@@ -148,8 +148,9 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
     private func connect() throws -> PostgresConnection {
         var config = PostgresConnection.Configuration(host: url.host, port: url.port, username: url.user,
                                                       password: password, database: url.database, tls: try tls())
+        // verify-full: postgres-nio checks the certificate against the URL's host name
+        // (for an IP address, the chain only: an IP cannot be sent as SNI).
         config.options.connectTimeout = .seconds(5)
-        if url.sslMode == .verifyFull { config.options.tlsServerName = url.host }
         let configuration = config
         let loop = group.next()
         let logger = self.logger

@@ -53,8 +53,9 @@ class PostgresServer:
     """One throwaway server: ``url`` (``postgres://conveyor@127.0.0.1:PORT/conveyor``,
     no password in it), ``password``, ``pid`` (the postmaster), ``port``, ``dir``."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, ssl: bool = False):
         self.dir = directory
+        self.ssl = ssl
         self.url = ""
         self.password = ""
         self.pid = 0
@@ -76,7 +77,7 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         """Start (or, if it runs, just describe) the server; a stopped one keeps its port if free."""
-        return self._start("start", str(self.dir))
+        return self._start("start", str(self.dir), *(["--ssl"] if self.ssl else []))
 
     def restart(self) -> "PostgresServer":
         """Fast shutdown and start again on the same data and port (also after ``kill``)."""
@@ -142,10 +143,11 @@ def psql(server: PostgresServer, sql: str, timeout: float = 30.0) -> str:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A new server in a new temp dir, stopped by PID and removed on exit."""
+def postgres_server(ssl: bool = False) -> Iterator[PostgresServer]:
+    """A new server in a new temp dir, stopped by PID and removed on exit; with ``ssl``,
+    TLS with a throwaway CA (``dir / "ca.pem"``) and a certificate for localhost/127.0.0.1."""
     directory = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
-    server = PostgresServer(directory)
+    server = PostgresServer(directory, ssl=ssl)
     try:
         server.start()
         yield server
