@@ -259,8 +259,17 @@ public final class Broker: @unchecked Sendable {
 
     /// Every client request to a standby: `not_leader`, naming the active broker if known.
     private func answerNotLeader(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
-        // Not a request of ours (§3.4), or too short to carry a request id: no reply.
-        guard frames.count >= 4, frames[1] == Array("CVYC01".utf8), let s = standby else { return }
+        guard let s = standby, frames.count >= 3 else { return }
+        // §3.4 step 1, as on any broker: another version of our header is told so; other bytes are dropped.
+        if frames[1] != Array("CVYC01".utf8) {
+            if frames[1].count == 6 && frames[1].starts(with: Array("CVYC".utf8)) {
+                _ = send(clients, frames[0], ClientReply.error(requestID: frames.count > 3 && frames[3].count <= ClientRequest.maxRequestIDBytes ? frames[3] : [],
+                                                              code: ErrorCode.unsupportedVersion.rawValue,
+                                                              message: "this broker speaks CVYC01").encode())
+            }
+            return
+        }
+        guard frames.count >= 4 else { return } // no request id to answer with
         let command = frames[2]
         let submit = command == Array("SUBMIT".utf8) || command == Array("SUBMIT_BATCH".utf8)
         let rid = frames[3].count <= ClientRequest.maxRequestIDBytes ? frames[3] : []

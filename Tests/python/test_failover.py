@@ -409,6 +409,23 @@ def test_client_listing_the_standby_first_reaches_the_active_and_the_cli_is_refu
     # the standby carried nothing out: the queue is as the active broker has it
     assert [q["task_id"] for q in c.tasks()["queued"]] == [t.task_id]
 
+    # raw frames: a standby answers as §9.7 says, frame 5 included, and applies §3.4 first
+    import zmq
+    d = zmq.Context.instance().socket(zmq.DEALER)
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(b.clients)
+    try:
+        d.send_multipart([b"CVYC01", b"SUBMIT", b"r1", b"t", b"2", b"", b"x"])
+        assert d.poll(5000), "no answer from the standby"
+        assert d.recv_multipart() == [b"CVYC01", b"REJECTED", b"r1", b"not_leader",
+                                      f"standby broker; the active broker is {a.clients}".encode(), a.clients.encode()]
+        d.send_multipart([b"CVYC02", b"PING", b"r2"])
+        assert d.poll(5000), "no answer to another version's header"
+        reply = d.recv_multipart()
+        assert reply[:4] == [b"CVYC01", b"ERROR", b"r2", b"unsupported_version"], reply
+    finally:
+        d.close()
+
 
 def test_failover_under_load_kill_9_three_times(cluster):
     a, b = pair(cluster)
