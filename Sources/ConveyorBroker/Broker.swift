@@ -749,7 +749,6 @@ public final class Broker: @unchecked Sendable {
     /// durable (the commit failed, or a degraded journal's retry is not due).
     private func journalCommit(_ now: Timestamp) -> Bool {
         guard let journal else { return true }
-        let wall = scheduler.wall(now)
         do {
             for case .event(let e) in output {
                 journal.record(e, task: e.taskID.flatMap { scheduler.task($0) })
