@@ -25,18 +25,19 @@ extension PostgresJournal {
     public func renewLease(ttlMs: Int64) throws {
         guard let mine = epoch else { throw JournalFenced(mine: 0, current: 0) }
         let secs = Double(ttlMs) / 1000
-        let current: Int64? = try withConnection("renewing the lease") { conn, logger in
+        // nil: renewed; else the epoch another broker holds now.
+        let other: Int64? = try withConnection("renewing the lease") { conn, logger in
             let rows = try await conn.query("""
                 UPDATE conveyor_lease SET expires_at = clock_timestamp() + make_interval(secs => \(secs))
                 WHERE id = 1 AND epoch = \(mine) RETURNING epoch
                 """, logger: logger)
-            for try await e in rows.decode(Int64.self) { return e }
+            for try await _ in rows.decode(Int64.self) { return nil }
             for try await e in try await conn.query("SELECT epoch FROM conveyor_lease WHERE id = 1", logger: logger).decode(Int64.self) {
-                return -e - 1 // another epoch, marked
+                return e
             }
             return -1
         }
-        if let c = current, c != mine { throw JournalFenced(mine: mine, current: -c - 1) }
+        if let other { throw JournalFenced(mine: mine, current: other) }
     }
 
     public func releaseLease() throws {

@@ -14,15 +14,15 @@ import Synchronization
 ///
 /// Why it looks like this:
 /// * **Group commit, batched statements.** `apply` writes one loop
-///   iteration's batch in one transaction: its upserts as one
-///   `INSERT … SELECT FROM unnest(arrays) ON CONFLICT` (24 parameters, one
-///   plan, whatever the number of rows), its deletes as one
-///   `DELETE … = ANY($1)`, so one commit carries a thousand tasks.
+///   iteration's batch with one prepared statement (`PostgresSchema.fencedBatch`):
+///   its upserts as one `INSERT … SELECT FROM unnest(arrays) ON CONFLICT`
+///   (27 parameters, one plan, whatever the number of rows), its deletes as
+///   one `DELETE … = ANY`, so one round trip and one commit carry a thousand tasks.
 /// * **Durability modes.** `fsync`: the broker's reply waits for COMMIT, with
 ///   `synchronous_commit` as the server is configured (a synchronous standby
 ///   included). `batch`: `synchronous_commit = off` for this session — the
 ///   server flushes within `wal_writer_delay`, a server crash can lose that much.
-/// * **Fencing.** Once this broker holds the lease, every transaction first
+/// * **Fencing.** Once this broker holds the lease, every write first
 ///   locks the lease row (`FOR SHARE`) and checks the epoch: a deposed
 ///   broker's writes fail with `JournalFenced`, and a takeover waits for a
 ///   write in flight to end, so the new active broker reads everything the
@@ -73,12 +73,7 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
     }
 
     deinit {
-        if !isClosed {
-            let c = connection
-            connection = nil
-            if let c { _ = try? blocking { try await c.close() } }
-            try? group.syncShutdownGracefully()
-        }
+        try? close()
     }
 
     // MARK: Connection
@@ -233,62 +228,47 @@ public final class PostgresJournal: JournalBackend, JournalLease, @unchecked Sen
         var deletes: [Int64] = []
         upserts.reserveCapacity(batch.order.count)
         batch.forEachRow({ t, isNew in upserts.append((t, isNew)) }, delete: { deletes.append(Int64(bitPattern: $0.raw)) })
-        let pauses = batch.pauses, holds = batch.holds
         let largest = Int64(bitPattern: batch.largestID)
         let raiseLast = largest > lastIDWritten
         let epoch = self.epoch
-        if pauses.isEmpty && holds.isEmpty {
-            // The common case: one statement, one round trip, one commit.
-            var b = Self.upsertBindings(upserts)
-            b.append(epoch)
-            b.append(deletes)
-            b.append(raiseLast ? largest : 0)
-            let statement = FencedBatch(bindings: b)
-            let found: Int64? = try withConnection("writing") { conn, logger in
+        var b = Self.upsertBindings(upserts)
+        b.append(epoch)
+        b.append(deletes)
+        b.append(raiseLast ? largest : 0)
+        let statement = FencedBatch(bindings: b)
+        // Pauses and holds (rare): key/value rows written in the same transaction.
+        // `value` nil: the row is deleted (a resume, a released hold).
+        let meta: [(key: String, value: Int64?)] = batch.pauses.map { (PostgresSchema.pausedPrefix + $0.key, $0.value ? 1 : nil) }
+            + batch.holds.map { (PostgresSchema.heldPrefix + $0.key, $0.value > 0 ? $0.value : nil) }
+        let found: Int64? = try withConnection("writing") { conn, logger in
+            // The common case is this one statement alone: one round trip, one commit.
+            guard !meta.isEmpty else {
                 for try await e in try await conn.execute(statement, logger: logger) { return e }
                 return nil
             }
-            if let epoch, found != epoch { throw JournalFenced(mine: epoch, current: found ?? -1) }
-            if raiseLast { lastIDWritten = largest }
-            return
-        }
-        let upsert = PostgresQuery(unsafeSQL: PostgresSchema.upsert(), binds: Self.upsertBindings(upserts))
-        let deleted = deletes
-        try withConnection("writing") { conn, logger in
             try await conn.query("BEGIN", logger: logger)
             do {
-                try await Self.fence(conn, epoch, logger)
-                try await conn.query(upsert, logger: logger)
-                if !deleted.isEmpty {
-                    try await conn.query("DELETE FROM conveyor_tasks WHERE id = ANY(\(deleted))", logger: logger)
+                var found: Int64?
+                for try await e in try await conn.execute(statement, logger: logger) { found = e }
+                guard epoch == nil || found == epoch else {
+                    try await conn.query("ROLLBACK", logger: logger)
+                    return found
                 }
-                for (type, paused) in pauses {
-                    let key = PostgresSchema.pausedPrefix + type
-                    if paused {
-                        try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.setMeta, binds: Self.binds(key, Int64(1))), logger: logger)
+                for (key, value) in meta {
+                    if let value {
+                        try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.setMeta, binds: Self.binds(key, value)), logger: logger)
                     } else {
                         try await conn.query("DELETE FROM conveyor_meta WHERE key = \(key)", logger: logger)
                     }
-                }
-                for (type, until) in holds {
-                    let key = PostgresSchema.heldPrefix + type
-                    if until > 0 {
-                        try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.setMeta, binds: Self.binds(key, until)), logger: logger)
-                    } else {
-                        try await conn.query("DELETE FROM conveyor_meta WHERE key = \(key)", logger: logger)
-                    }
-                }
-                if raiseLast {
-                    var b = PostgresBindings()
-                    b.append(largest)
-                    try await conn.query(PostgresQuery(unsafeSQL: PostgresSchema.raiseLastID, binds: b), logger: logger)
                 }
                 try await conn.query("COMMIT", logger: logger)
+                return found
             } catch {
                 _ = try? await conn.query("ROLLBACK", logger: logger)
                 throw error
             }
         }
+        if let epoch, found != epoch { throw JournalFenced(mine: epoch, current: found ?? -1) }
         if raiseLast { lastIDWritten = largest }
     }
 

@@ -45,45 +45,39 @@ enum PostgresSchema {
         """
     static let columnCount = 23
 
-    /// The batch's upsert (`PostgresJournal.upsertBindings`): rows from 24
-    /// arrays, NULLs from the bit mask `n`. A new row is written whole; a known
-    /// one keeps its payload unless the row's payload is an empty value (cleared:
-    /// the task is done) — a NULL payload means "as stored". `filter` goes
-    /// between the rows and the conflict clause.
-    static func upsert(filter: String = "") -> String {
-        """
-        INSERT INTO conveyor_tasks (\(columns))
-        SELECT id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, created_at,
-            CASE WHEN n & 1 = 0 THEN started_at END, CASE WHEN n & 2 = 0 THEN finished_at END,
-            CASE WHEN n & 4 = 0 THEN run_at END, dead, backoff_ms, backoff_max_ms,
-            CASE WHEN n & 8 = 0 THEN idempotency_key END, CASE WHEN n & 16 = 0 THEN worker END,
-            CASE WHEN n & 32 = 0 THEN error END, CASE WHEN n & 64 = 0 THEN result END,
-            CASE WHEN n & 128 = 0 THEN payload END, CASE WHEN n & 256 = 0 THEN owner END
-        FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
-                    $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
-                    $15::bool[], $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::bytea[],
-                    $22::bytea[], $23::text[], $24::bigint[])
-            AS v(id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, created_at,
-                 started_at, finished_at, run_at, dead, backoff_ms, backoff_max_ms, idempotency_key, worker, error,
-                 result, payload, owner, n)
-        \(filter)
-        ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt,
-            failures = EXCLUDED.failures, lost_deliveries = EXCLUDED.lost_deliveries, started_at = EXCLUDED.started_at,
-            finished_at = EXCLUDED.finished_at, run_at = EXCLUDED.run_at, dead = EXCLUDED.dead, worker = EXCLUDED.worker,
-            error = EXCLUDED.error, result = EXCLUDED.result,
-            payload = COALESCE(EXCLUDED.payload, conveyor_tasks.payload)
-        """
-    }
-
-    /// A whole batch without pauses or holds in one statement, so one round
-    /// trip (an implicit transaction): the lease row locked `FOR SHARE` and
-    /// checked against $25 (this broker's epoch; NULL without a lease), then
-    /// the upsert ($1…$24), the deletes ($26) and the last id ($27, 0: unchanged),
-    /// each only when the epoch is ours. Answers the epoch found.
+    /// A whole batch in one statement, so one round trip (alone, an implicit
+    /// transaction): the lease row locked `FOR SHARE` and checked against $25
+    /// (this broker's epoch; NULL without a lease), then — only when the epoch
+    /// is ours — the upsert of every row from 24 arrays ($1…$24, NULLs from the
+    /// bit mask `n`), the deletes ($26) and the last id ($27, 0: unchanged).
+    /// Answers the epoch found. A new row is written whole; a known one keeps
+    /// its payload unless the row's payload is an empty value (cleared: the task
+    /// is done) — a NULL payload means "as stored".
     static let fencedBatch = """
         WITH fence AS (SELECT epoch FROM conveyor_lease WHERE id = 1 FOR SHARE),
         ok AS (SELECT 1 FROM fence WHERE $25::bigint IS NULL OR epoch = $25::bigint),
-        ins AS (\(upsert(filter: "WHERE EXISTS (SELECT 1 FROM ok)")) RETURNING 1),
+        ins AS (
+            INSERT INTO conveyor_tasks (\(columns))
+            SELECT id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, created_at,
+                CASE WHEN n & 1 = 0 THEN started_at END, CASE WHEN n & 2 = 0 THEN finished_at END,
+                CASE WHEN n & 4 = 0 THEN run_at END, dead, backoff_ms, backoff_max_ms,
+                CASE WHEN n & 8 = 0 THEN idempotency_key END, CASE WHEN n & 16 = 0 THEN worker END,
+                CASE WHEN n & 32 = 0 THEN error END, CASE WHEN n & 64 = 0 THEN result END,
+                CASE WHEN n & 128 = 0 THEN payload END, CASE WHEN n & 256 = 0 THEN owner END
+            FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
+                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+                        $15::bool[], $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::bytea[],
+                        $22::bytea[], $23::text[], $24::bigint[])
+                AS v(id, seq, state, priority, type, attempt, max_attempts, failures, lost_deliveries, timeout_ms, created_at,
+                     started_at, finished_at, run_at, dead, backoff_ms, backoff_max_ms, idempotency_key, worker, error,
+                     result, payload, owner, n)
+            WHERE EXISTS (SELECT 1 FROM ok)
+            ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, attempt = EXCLUDED.attempt,
+                failures = EXCLUDED.failures, lost_deliveries = EXCLUDED.lost_deliveries, started_at = EXCLUDED.started_at,
+                finished_at = EXCLUDED.finished_at, run_at = EXCLUDED.run_at, dead = EXCLUDED.dead, worker = EXCLUDED.worker,
+                error = EXCLUDED.error, result = EXCLUDED.result,
+                payload = COALESCE(EXCLUDED.payload, conveyor_tasks.payload)
+            RETURNING 1),
         del AS (DELETE FROM conveyor_tasks WHERE id = ANY($26::bigint[]) AND EXISTS (SELECT 1 FROM ok) RETURNING 1),
         last AS (INSERT INTO conveyor_meta (key, value) SELECT 'last_id', $27::bigint WHERE $27::bigint > 0 AND EXISTS (SELECT 1 FROM ok)
                  ON CONFLICT (key) DO UPDATE SET value = GREATEST(conveyor_meta.value, EXCLUDED.value) RETURNING 1)
@@ -91,10 +85,6 @@ enum PostgresSchema {
         """
 
     static let setMeta = "INSERT INTO conveyor_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-    static let raiseLastID = """
-        INSERT INTO conveyor_meta (key, value) VALUES ('last_id', $1)
-        ON CONFLICT (key) DO UPDATE SET value = GREATEST(conveyor_meta.value, EXCLUDED.value)
-        """
     static let pausedPrefix = "paused:"
     static let heldPrefix = "held:"
 
