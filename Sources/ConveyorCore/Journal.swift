@@ -66,12 +66,11 @@ public final class Journal {
     /// Loads the journal into `scheduler` (whose `lastID` must be at least the
     /// journal's: `recoveredScheduler` sees to it). `now` is wall-clock time.
     public func recover(into scheduler: inout Scheduler, now: Timestamp, stillLoading: (() -> Void)? = nil) throws -> JournalRecovery {
-        let retention = scheduler.config.resultTTLSeconds.multipliedReportingOverflow(by: 1_000_000)
-        retentionUs = retention.overflow ? Int64.max : retention.partialValue
+        let retention = scheduler.config.resultTTLSeconds.multiplied(saturating: 1_000_000)
+        retentionUs = retention
         defaultTimeoutMs = scheduler.config.defaultTimeoutMs
         var loader = Loader(scheduler: scheduler, now: now, keepFinished: max(0, scheduler.config.maxFinishedInMemory), stillLoading: stillLoading)
-        scheduler = Scheduler(config: scheduler.config, now: 0) // `loader` holds the only copy: no copy-on-write
-        try backend.load(finishedSince: now.adding(saturating: -(retentionUs ?? 0)), keepFinished: loader.keepFinished, into: &loader)
+        try backend.load(finishedSince: now.subtracting(saturating: retention), keepFinished: loader.keepFinished, into: &loader)
         scheduler = loader.scheduler
         loader.info.lastID = try backend.lastID()
         return loader.info
@@ -143,7 +142,7 @@ public final class Journal {
             throw JournalUnreadable(location: backend.location, detail: error.description)
         }
         // Expired but not compacted yet: as good as gone (STATUS says not_found).
-        if let retentionUs, let f = t.details?.finishedAt, now.adding(saturating: -f) > retentionUs { return nil }
+        if let retentionUs, let f = t.details?.finishedAt, now.subtracting(saturating: f) > retentionUs { return nil }
         return t
     }
 

@@ -74,23 +74,6 @@ public struct JournalBatch: Sendable {
         if id.raw > largestID { largestID = id.raw }
     }
 
-    /// Appends `later` (staged after this batch) to it: the later change of a task wins.
-    public mutating func merge(_ later: JournalBatch) {
-        for id in later.order {
-            guard let c = later.changes[id] else { continue }
-            let merged: Change
-            if case .upsert(let t, false) = c, case .upsert(_, true)? = changes[id] {
-                merged = .upsert(t, isNew: true) // still not on disk: write it whole
-            } else {
-                merged = c
-            }
-            if changes.updateValue(merged, forKey: id) == nil { order.append(id) }
-        }
-        pauses.merge(later.pauses) { _, new in new }
-        holds.merge(later.holds) { _, new in new }
-        largestID = max(largestID, later.largestID)
-    }
-
     public mutating func removeAll() {
         order.removeAll(keepingCapacity: true)
         changes.removeAll(keepingCapacity: true)

@@ -39,26 +39,27 @@ final class JournalBatchTests: XCTestCase {
         XCTAssertTrue(rows.first?.clearsPayload ?? false, "done and not dead: the payload may go")
     }
 
-    /// A later batch merged into an unwritten one keeps "new", and a purge is a delete.
-    func testMergeKeepsNewRowsAndDeletesWin() throws {
+    /// A batch not yet written (its commit failed) goes on staging: a later
+    /// change of a task keeps it "new" (the row is still not on disk), a
+    /// change of a written one is an update, and a purge is a delete.
+    func testStagingAcrossIterationsKeepsNewRowsAndDeletesWin() throws {
         var s = scheduler()
         guard case .success(let a) = s.submit(TaskSpec(type: "t"), from: nil, now: t0) else { return XCTFail("rejected") }
-        var first = JournalBatch()
-        for e in events(&s) { first.note(e, task: e.taskID.flatMap { s.task($0) }) }
+        var unwritten = JournalBatch()
+        for e in events(&s) { unwritten.note(e, task: e.taskID.flatMap { s.task($0) }) }
         _ = s.cancel(a.id, now: t0 + ms(1))
-        var second = JournalBatch()
-        for e in events(&s) { second.note(e, task: e.taskID.flatMap { s.task($0) }) }
-        guard case .upsert(_, false)? = second.changes[a.id] else { return XCTFail("an update on its own") }
-        first.merge(second)
-        guard case .upsert(let t, true)? = first.changes[a.id] else { return XCTFail("still new after the merge") }
+        let later = events(&s)
+        var written = JournalBatch()
+        for e in later { written.note(e, task: e.taskID.flatMap { s.task($0) }) }
+        guard case .upsert(_, false)? = written.changes[a.id] else { return XCTFail("an update on its own") }
+        for e in later { unwritten.note(e, task: e.taskID.flatMap { s.task($0) }) }
+        guard case .upsert(let t, true)? = unwritten.changes[a.id] else { return XCTFail("still new: never written") }
         XCTAssertEqual(t.state, .cancelled)
-        var third = JournalBatch()
-        third.note(.purged(a.id), task: nil)
-        first.merge(third)
-        guard case .delete? = first.changes[a.id] else { return XCTFail("purged: deleted") }
-        XCTAssertEqual(first.order, [a.id], "one entry per task")
-        first.removeAll()
-        XCTAssertTrue(first.isEmpty)
+        unwritten.note(.purged(a.id), task: nil)
+        guard case .delete? = unwritten.changes[a.id] else { return XCTFail("purged: deleted") }
+        XCTAssertEqual(unwritten.order, [a.id], "one entry per task")
+        unwritten.removeAll()
+        XCTAssertTrue(unwritten.isEmpty)
     }
 
     /// Pauses and holds ride along; progress and worker events are not state.
