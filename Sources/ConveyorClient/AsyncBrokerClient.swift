@@ -303,9 +303,8 @@ private final class EventLoop {
         let timeoutMs: Int
         /// Kept for a resend to another broker (several endpoints only).
         let frames: [[UInt8]]
-        /// When it was last sent; nil while waiting for a connection (failover only).
-        var sentAt: Int64?
-        /// Since when the current broker has had it (failover only).
+        /// Sent to the current broker; false while waiting for a connection (failover only).
+        var sent: Bool
         var since: Int64
     }
 
@@ -438,7 +437,7 @@ private final class EventLoop {
                 do {
                     if try d.send(frames, dontWait: true) {
                         next = (next + k + 1) % dealers.count
-                        pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs, frames: ring.failsOver ? frames : [], sentAt: nowMs(), since: nowMs())
+                        pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs, frames: ring.failsOver ? frames : [], sent: true, since: nowMs())
                         deadlines.push(deadline: nowMs() + Int64(timeoutMs), id: id)
                         return
                     }
@@ -449,7 +448,7 @@ private final class EventLoop {
             if ring.failsOver && (lastError == nil || lastError?.isAgain == true) {
                 // Not connected to this broker: another may be up. Held until a
                 // connection takes it or the call times out (`failOver`).
-                pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs, frames: frames, sentAt: nil, since: nowMs())
+                pending[id] = Pending(continuation: continuation, timeoutMs: timeoutMs, frames: frames, sent: false, since: nowMs())
                 deadlines.push(deadline: nowMs() + Int64(timeoutMs), id: id)
                 return
             }
@@ -497,16 +496,17 @@ private final class EventLoop {
 
     /// New dealers on `endpoint`; every unanswered request is sent again there.
     func switchTo(_ endpoint: String) {
+        // The new ones first: if they cannot be made, the old ones stay usable.
+        guard let fresh = try? Self.dealers(context, configuration, endpoint) else { return }
         for d in dealers {
             try? d.setLinger(ms: 0)
             d.close()
         }
-        guard let fresh = try? Self.dealers(context, configuration, endpoint) else { return }
         dealers = fresh
         dealersChanged = true
         let now = nowMs()
         for id in pending.keys {
-            pending[id]?.sentAt = nil
+            pending[id]?.sent = false
             pending[id]?.since = now
         }
     }
@@ -518,8 +518,8 @@ private final class EventLoop {
         var stale = false
         for (id, p) in pending {
             if now - p.since >= Int64(BrokerEndpoints.failoverAfterMs) { stale = true }
-            if p.sentAt == nil, let d = dealers.first, (try? d.send(p.frames, dontWait: true)) == true {
-                pending[id]?.sentAt = now
+            if !p.sent, let d = dealers.first, (try? d.send(p.frames, dontWait: true)) == true {
+                pending[id]?.sent = true
             }
         }
         if stale { switchTo(ring.next()) }

@@ -105,8 +105,10 @@ struct BrokerCommand: ParsableCommand {
         s.policy = try policyConfig()
         config.scheduler = s
         config.journal.dataDirectory = dataDir ?? env("CONVEYOR_DATA_DIR") ?? "./data"
+        // Not given: the SQLite file in --data-dir, as always.
         let location = try JournalLocation(journal ?? env("CONVEYOR_JOURNAL"))
-        if case .sqlite(let dir, let name)? = location {
+            ?? .sqlite(directory: config.journal.dataDirectory, fileName: config.journal.fileName)
+        if case .sqlite(let dir, let name) = location {
             config.journal.dataDirectory = dir
             config.journal.fileName = name
         }
@@ -135,7 +137,7 @@ struct BrokerCommand: ParsableCommand {
         let context = ZMQContext()
         let journal: Journal?
         do {
-            journal = try location?.open(config.journal, logger: logger) ?? SQLiteJournal.open(config.journal).map { Journal($0) }
+            journal = try location.open(config.journal, logger: logger)
         } catch {
             logger.critical("cannot open journal: \(error)")
             throw ExitCode(1)
