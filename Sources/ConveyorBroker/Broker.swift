@@ -259,15 +259,15 @@ public final class Broker: @unchecked Sendable {
 
     /// Every client request to a standby: `not_leader`, naming the active broker if known.
     private func answerNotLeader(_ frames: [[UInt8]], _ now: Timestamp, _ userID: String) {
-        guard let s = standby, frames.count >= 3 else { return }
-        // §3.4 step 1, as on any broker: another version of our header is told so; other bytes are dropped.
-        if frames[1] != Array("CVYC01".utf8) {
-            if frames[1].count == 6 && frames[1].starts(with: Array("CVYC".utf8)) {
-                _ = send(clients, frames[0], ClientReply.error(requestID: frames.count > 3 && frames[3].count <= ClientRequest.maxRequestIDBytes ? frames[3] : [],
-                                                              code: ErrorCode.unsupportedVersion.rawValue,
-                                                              message: "this broker speaks CVYC01").encode())
+        guard let s = standby, frames.count >= 2 else { return }
+        // §3.4 first, by the codec as on an active broker: not our protocol is dropped,
+        // another version of our header is told so; anything else gets not_leader.
+        do { _ = try ClientRequest.decode(Array(frames[1...])) } catch {
+            if !frames[1].starts(with: Array("CVYC".utf8)) { return }
+            if error.code == ErrorCode.unsupportedVersion.rawValue {
+                _ = send(clients, frames[0], ClientReply.error(requestID: error.requestID ?? [], code: error.code, message: error.message).encode())
+                return
             }
-            return
         }
         guard frames.count >= 4 else { return } // no request id to answer with
         let command = frames[2]
