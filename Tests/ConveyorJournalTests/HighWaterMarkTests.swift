@@ -6,23 +6,7 @@ import XCTest
 /// The high-water mark: a journal that went backwards is refused, a journal
 /// that lost nothing never is, and `acceptJournalLoss` starts anyway without
 /// handing out an acknowledged id twice.
-final class HighWaterMarkTests: XCTestCase {
-    override func setUpWithError() throws { try TestBackend.requireSQLite() }
-
-    private var dirs: [URL] = []
-
-    override func tearDown() {
-        for d in dirs { try? FileManager.default.removeItem(at: d) }
-        super.tearDown()
-    }
-
-    private func scratch() throws -> URL {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("conveyor-hwm-\(getpid())-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        dirs.append(d)
-        return d
-    }
-
+final class HighWaterMarkTests: SQLiteJournalTestCase {
     private func config(_ dir: URL, durability: JournalConfig.Durability = .fsync, accept: Bool = false) -> JournalConfig {
         var c = JournalConfig()
         c.dataDirectory = dir.path

@@ -7,23 +7,7 @@ import XCTest
 /// `journal backup` copies a live journal consistently (its -wal included)
 /// into one file; `journal check` tells a good copy from a damaged one; a
 /// commit that fails keeps its changes for the next one.
-final class JournalBackupTests: XCTestCase {
-    override func setUpWithError() throws { try TestBackend.requireSQLite() }
-
-    private var dirs: [URL] = []
-
-    override func tearDown() {
-        for d in dirs { try? FileManager.default.removeItem(at: d) }
-        super.tearDown()
-    }
-
-    private func scratch() throws -> URL {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("conveyor-backup-\(getpid())-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        dirs.append(d)
-        return d
-    }
-
+final class JournalBackupTests: SQLiteJournalTestCase {
     /// A harness with `n` queued tasks, `k` of them succeeded; all committed, much of it only in -wal.
     private func journalWithTasks(_ n: Int, succeeded k: Int) throws -> JournalHarness {
         let h = try JournalHarness()

@@ -28,6 +28,29 @@ enum TestBackend {
     }
 }
 
+/// The base of the suites about the SQLite file itself: skipped in the
+/// PostgreSQL pass, with temporary directories removed after each test.
+class SQLiteJournalTestCase: XCTestCase {
+    private var dirs: [URL] = []
+
+    override func setUpWithError() throws { try TestBackend.requireSQLite() }
+
+    override func tearDown() {
+        for d in dirs { try? FileManager.default.removeItem(at: d) }
+        dirs = []
+        super.tearDown()
+    }
+
+    /// A new empty directory, removed after the test.
+    func scratch() throws -> URL {
+        let d = FileManager.default.temporaryDirectory
+            .appendingPathComponent("conveyor-\(type(of: self))-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        dirs.append(d)
+        return d
+    }
+}
+
 /// A scheduler wired to a real journal — a temporary SQLite directory, or a
 /// fresh schema on the test PostgreSQL server — driven the way the broker
 /// drives it: operations, then `flush()` (record every event, commit once).

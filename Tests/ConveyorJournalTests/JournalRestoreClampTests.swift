@@ -9,9 +9,7 @@ import XCTest
 /// traps the broker later: values are clamped (and reported, naming the
 /// task), rows that cannot be a task are skipped (and reported) and left in
 /// the file.
-final class JournalRestoreClampTests: XCTestCase {
-    override func setUpWithError() throws { try TestBackend.requireSQLite() }
-
+final class JournalRestoreClampTests: SQLiteJournalTestCase {
     private func edit(_ h: JournalHarness, _ sql: String) throws {
         try h.journal?.close()
         let db = try DatabaseQueue(path: h.config.journalPath)
