@@ -26,21 +26,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-SCRATCH_PATH=${CONVEYOR_SCRATCH_PATH:-.build}
-if [ "$BUILD" = 1 ]; then
-  swift build -c release --scratch-path "$SCRATCH_PATH" --product conveyor >&2
-fi
-BIN=${CONVEYOR_BIN:-$SCRATCH_PATH/release/conveyor}
-[ -x "$BIN" ] || { echo "no conveyor binary at $BIN" >&2; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/conveyor-bench-durability.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. ops/bench-lib.sh
+bench_init durability
 
 echo "conveyor durability bench: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ)"
 
@@ -54,7 +41,6 @@ for r in $(seq 1 "$ROUNDS"); do
     RATES[$mode]="${RATES[$mode]:-} ${rate:-0}"
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 if [ "$ROUNDS" -gt 0 ]; then
   none=$(median "${RATES[none]}")
   for mode in none batch fsync; do
@@ -64,24 +50,6 @@ if [ "$ROUNDS" -gt 0 ]; then
 fi
 
 # --- helpers ------------------------------------------------------------------
-# start_broker NAME ARGS... : starts a broker on ephemeral ports, waits for its
-# ready line, sets CLIENTS, WORKERS and BROKER_PID.
-start_broker() {
-  local name=$1; shift
-  "$BIN" broker --clients 'tcp://127.0.0.1:*' --workers 'tcp://127.0.0.1:*' --events 'tcp://127.0.0.1:*' "$@" \
-    >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  BROKER_PID=$!
-  PIDS+=("$BROKER_PID")
-  for _ in $(seq 1 1200); do
-    grep -q 'conveyor broker ready' "$WORK/$name.out" 2>/dev/null && break
-    kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; exit 1; }
-    sleep 0.05
-  done
-  local ready
-  ready=$(grep 'conveyor broker ready' "$WORK/$name.out") || { echo "broker $name not ready" >&2; exit 1; }
-  CLIENTS=$(sed -n 's/.*clients=\([^ ]*\).*/\1/p' <<<"$ready")
-  WORKERS=$(sed -n 's/.*workers=\([^ ]*\).*/\1/p' <<<"$ready")
-}
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
 rss_mib() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 journal_bytes() { du -cb "$1"/conveyor-journal.sqlite* 2>/dev/null | tail -1 | cut -f1; }

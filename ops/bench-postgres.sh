@@ -25,22 +25,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-SCRATCH_PATH=${CONVEYOR_SCRATCH_PATH:-.build}
-if [ "$BUILD" = 1 ]; then
-  swift build -c release --scratch-path "$SCRATCH_PATH" --product conveyor >&2
-fi
-BIN=${CONVEYOR_BIN:-$SCRATCH_PATH/release/conveyor}
-[ -x "$BIN" ] || { echo "no conveyor binary at $BIN" >&2; exit 1; }
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/conveyor-bench-pg.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  ops/pg-throwaway stop "$WORK/pg" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. ops/bench-lib.sh
+BENCH_ON_EXIT='ops/pg-throwaway stop "$WORK/pg" >/dev/null 2>&1'
+bench_init pg
 
 pg=$(ops/pg-throwaway start "$WORK/pg")
 URL=$(sed -n 's/^url=//p' <<<"$pg")
@@ -66,7 +53,6 @@ for r in $(seq 1 "$ROUNDS"); do
     RATES[$mode]="${RATES[$mode]:-} ${rate:-0}"
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 if [ "$ROUNDS" -gt 0 ]; then
   base=$(median "${RATES[sqlite-fsync]}")
   for mode in sqlite-fsync postgres-fsync postgres-batch sqlite-fsync-c64 postgres-fsync-c64; do
@@ -75,31 +61,13 @@ if [ "$ROUNDS" -gt 0 ]; then
   done
 fi
 
-# --- helpers ---------------------------------------------------------------------
-# start_broker NAME ARGS... : starts a broker, waits for its ready line (or exit).
-start_broker() {
-  local name=$1; shift
-  "$BIN" broker "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  BROKER_PID=$!
-  PIDS+=("$BROKER_PID")
-  for _ in $(seq 1 2400); do
-    grep -q 'conveyor broker ready' "$WORK/$name.out" 2>/dev/null && return 0
-    kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; exit 1; }
-    sleep 0.05
-  done
-  echo "broker $name not ready" >&2; exit 1
-}
-ports() { python3 -c 'import socket
-for _ in range(3):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' | paste -sd' '; }
 psql_q() { "$(ops/pg-throwaway bindir)/psql" -X -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 
 # --- 2. recovery of N queued tasks ------------------------------------------------
 # The schema comes from a broker; the rows are written by SQL exactly as a broker
 # writes queued tasks (ids ascending, mixed priorities), which is what recovery reads.
 SCHEMA=recovery
-read -r c w e <<<"$(ports)"
-start_broker schema --journal "$URL?schema=$SCHEMA" --clients "tcp://127.0.0.1:$c" --workers "tcp://127.0.0.1:$w" --events "tcp://127.0.0.1:$e" --log-level warning
+start_broker schema --journal "$URL?schema=$SCHEMA" --log-level warning
 kill -TERM "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
 t0=$(date +%s.%N)
 psql_q -c "SET search_path TO $SCHEMA" -c "
@@ -110,15 +78,14 @@ psql_q -c "SET search_path TO $SCHEMA" -c "
   FROM generate_series(1, $RECOVERY_TASKS) AS i" -c "ANALYZE conveyor_tasks"
 echo "recovery: $RECOVERY_TASKS queued rows written in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; table $(psql_q -tAc "SELECT pg_size_pretty(pg_total_relation_size('$SCHEMA.conveyor_tasks'))")"
 t0=$(date +%s.%N)
-start_broker recover --journal "$URL?schema=$SCHEMA" --clients "tcp://127.0.0.1:$c" --workers "tcp://127.0.0.1:$w" --events "tcp://127.0.0.1:$e" --max-queue 2000000
+start_broker recover --journal "$URL?schema=$SCHEMA" --max-queue 2000000
 ready_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 line=$(grep 'journal recovered' "$WORK/recover.err" | head -1)
 echo "recovery: broker reports queued=$(sed -n 's/.*queued=\([0-9]*\).*/\1/p' <<<"$line") in ms=$(sed -n 's/.*ms=\([0-9]*\).*/\1/p' <<<"$line"); process start to ready line ${ready_s} s; RSS $(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$BROKER_PID/status") MiB"
 ACTIVE=$BROKER_PID
 
 # --- 3. takeover with those tasks queued --------------------------------------------
-read -r c2 w2 e2 <<<"$(ports)"
-start_broker standby --journal "$URL?schema=$SCHEMA" --clients "tcp://127.0.0.1:$c2" --workers "tcp://127.0.0.1:$w2" --events "tcp://127.0.0.1:$e2" --max-queue 2000000
+start_broker standby --journal "$URL?schema=$SCHEMA" --max-queue 2000000
 grep -q 'standby:' "$WORK/standby.err" || { echo "the second broker is not a standby" >&2; exit 1; }
 STANDBY=$BROKER_PID
 t0=$(date +%s.%N)
